@@ -1,0 +1,313 @@
+"""The body of every actor process: watch the parent, start the actor, serve its mailbox.
+
+Delivery rules (see docs/ARCHITECTURE.md): a mailbox datagram is copied into the control block
+before its first message is handled and released after its last, with the index of the message in
+hand kept current. An incarnation that dies mid-batch leaves the rest of the batch there; the next
+one resumes at the message in hand and counts the attempt. After ``MAX_ATTEMPTS`` crashes on the
+same message it is set aside as a dead letter, reported to the supervisor and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+from actors import logs
+from actors.actor import Actor, ActorContext
+from actors.control import BEAT, ControlBlock
+from actors.spec import ChildSpec, SupervisorSpec
+from actors.transport import AsyncTransport, SyncTransport, reply_for
+from messages.codec import MAX_FRAME_BYTES, Envelope, unpack_batch
+from messages.errors import DecodeError, PeerError
+from messages.runtime import DeadLetter, Fault, Reply
+
+MAX_ATTEMPTS = 3  # crashes on one message before it becomes a dead letter
+EXIT_CRASHED = 1
+EXIT_ORPHANED = 3
+EXIT_FAULT = 70
+
+log = logging.getLogger("actors.child")
+
+
+@dataclass
+class Boot:
+    """Everything a new incarnation needs; pickled to it by the forkserver/spawn context."""
+
+    path: str
+    spec: ChildSpec | SupervisorSpec
+    rundir: str
+    mailbox: socket.socket
+    control_file: str
+    death: Connection  # read end of a pipe from the supervisor; EOF means it died
+    status: Connection  # write end: ("ready", pid) once started, ("failed", text) on a crash
+    sockets: dict[str, socket.socket] = field(default_factory=dict)
+    mailboxes: dict[str, socket.socket] = field(default_factory=dict)  # a nested tree's
+    log_level: int = logging.INFO
+
+
+class FaultInjected(RuntimeError):
+    """Raised by the ``raise`` fault, as a handler bug would be."""
+
+
+def main(boot: Boot) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the root's to handle
+    watch_parent(boot.death)
+    logs.configure(boot.log_level, boot.path)
+    if isinstance(boot.spec, SupervisorSpec):
+        from actors.tree import run_nested
+
+        leave(run_nested(boot))
+    cls = load_actor(boot.spec.actor)
+    runner = BlockingRunner(boot, cls) if cls.blocking else AsyncRunner(boot, cls)
+    leave(runner.run())
+
+
+def leave(code: int) -> None:
+    """Exit at once: the supervisor is waiting, and nothing in multiprocessing's exit handlers
+    is ours to wait for."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def watch_parent(death: Connection) -> None:
+    """Exit as soon as the supervisor is gone, even if it was killed with SIGKILL: the write end
+    of this pipe lives only in the supervisor, so its death closes it."""
+
+    def wait() -> None:
+        try:
+            while True:
+                death.recv_bytes()
+        except (EOFError, OSError):
+            os._exit(EXIT_ORPHANED)
+
+    threading.Thread(target=wait, name="parent-watch", daemon=True).start()
+
+
+def load_actor(target: str) -> type[Actor]:
+    module, _, name = target.partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    if not (isinstance(cls, type) and issubclass(cls, Actor)):
+        raise TypeError(f"{target} is not an Actor class")
+    return cls
+
+
+class Runner:
+    def __init__(self, boot: Boot, cls: type[Actor]) -> None:
+        self.boot = boot
+        self.cls = cls
+        self.control = ControlBlock(boot.control_file)
+        self.stopping = False
+        self.actor: Actor
+        self.transport: AsyncTransport | SyncTransport
+
+    def context(self) -> ActorContext:
+        spec = self.boot.spec
+        return ActorContext(self.boot.path, self.boot.rundir, self.transport,
+                            dict(spec.config) if isinstance(spec, ChildSpec) else {},
+                            self.boot.sockets)
+
+    def ready(self) -> None:
+        self.boot.status.send(("ready", os.getpid()))
+        log.debug("ready", extra={"pid": os.getpid()})
+
+    def resume(self) -> tuple[bytes, int, int] | None:
+        """What a predecessor left in flight: (batch, index, attempts), a dead letter set aside."""
+        held = self.control.held()
+        if held is None:
+            return None
+        batch, index, attempts = held
+        attempts += 1
+        if attempts >= MAX_ATTEMPTS:
+            self.dead_letter(batch, index, attempts)
+            return batch, index + 1, 0
+        log.warning("redelivering the message in flight at the crash",
+                    extra={"index": index, "attempt": attempts + 1})
+        return batch, index, attempts
+
+    def dead_letter(self, batch: bytes, index: int, attempts: int) -> None:
+        try:
+            env = unpack_batch(batch)[index]
+        except (DecodeError, IndexError):
+            return
+        summary = repr(env.msg)[:200]
+        log.error("dead letter: message set aside after crashing its receiver",
+                  extra={"tag": env.msg.TAG, "attempts": attempts, "msg": summary})
+        self.control.count(dead=1)
+        self.transport.tell(self.boot.path.rsplit("/", 1)[0],
+                            DeadLetter(self.boot.path, env.msg.TAG, attempts, summary))
+        if env.reply_to:
+            self.transport.reply(env.reply_to, env.corr,
+                                 Reply(False, None, "DeadLetter", f"set aside: {summary}"))
+
+    def decode(self, data: bytes) -> list[Envelope] | None:
+        if len(data) > MAX_FRAME_BYTES:
+            data = b""  # truncated by recv: refuse it whole
+        try:
+            return unpack_batch(data)
+        except DecodeError as exc:
+            self.control.count(malformed=1)
+            log.warning("malformed mailbox frame dropped", extra={"error": str(exc)})
+            return None
+
+    def inject(self, fault: Fault, index: int) -> None:
+        """Carry out a fault. The message is marked handled first, so it is not redelivered."""
+        self.control.at(index + 1)
+        log.warning("fault injected", extra={"fault": fault.kind})
+        if fault.kind == "crash":
+            os._exit(EXIT_FAULT)
+        if fault.kind == "exit":
+            os._exit(0)
+        if fault.kind == "hang":
+            while True:
+                time.sleep(3600)
+        raise FaultInjected(f"fault injected in {self.boot.path}")
+
+    def answered(self, env: Envelope, result: Any) -> None:
+        if env.reply_to:
+            self.transport.reply(env.reply_to, env.corr, reply_for(result))
+
+    def failed(self, env: Envelope, exc: Exception) -> None:
+        """An ask gets its error back; a peer's bad input is counted; anything else crashes."""
+        if env.reply_to:
+            self.transport.reply(env.reply_to, env.corr,
+                                 Reply(False, None, type(exc).__name__, str(exc)))
+            return
+        if isinstance(exc, PeerError):
+            self.control.count(malformed=1)
+            log.warning("message refused", extra={"error": str(exc)})
+            return
+        log.exception("handler crashed", extra={"msg": repr(env.msg)[:200]})
+        try:
+            self.actor.on_failure(exc)
+        finally:
+            self.crash(f"{type(exc).__name__}: {exc}")
+
+    def crash(self, reason: str) -> None:
+        try:
+            self.boot.status.send(("failed", reason))
+        finally:
+            os._exit(EXIT_CRASHED)
+
+
+class AsyncRunner(Runner):
+    def run(self) -> int:
+        return asyncio.run(self.serve())
+
+    async def serve(self) -> int:
+        loop = asyncio.get_running_loop()
+        self.transport = AsyncTransport(self.boot.rundir, loop)
+        self.actor = self.cls(self.context())
+        readable = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, self.stop, readable)
+        beating = loop.create_task(self.beat())
+        await settle(self.actor.on_start())
+        self.ready()
+        if (held := self.resume()) is not None:
+            await self.handle(*held)
+        await self.serve_mailbox(loop, readable)
+        beating.cancel()
+        await settle(self.actor.on_stop())
+        self.transport.flush()
+        return 0
+
+    def stop(self, readable: asyncio.Event) -> None:
+        self.stopping = True
+        readable.set()
+
+    async def beat(self) -> None:
+        while True:
+            self.control.beat(time.monotonic())
+            await asyncio.sleep(BEAT)
+
+    async def serve_mailbox(self, loop: asyncio.AbstractEventLoop, readable: asyncio.Event) -> None:
+        mbox = self.boot.mailbox
+        mbox.setblocking(False)
+        loop.add_reader(mbox.fileno(), readable.set)
+        while not self.stopping:
+            try:
+                data = mbox.recv(MAX_FRAME_BYTES + 1)
+            except BlockingIOError:
+                readable.clear()
+                await readable.wait()
+                continue
+            await self.handle(data, 0, 0)
+        loop.remove_reader(mbox.fileno())
+
+    async def handle(self, data: bytes, start: int, attempts: int) -> None:
+        envelopes = self.decode(data)
+        if envelopes is None:
+            self.control.release()
+            return
+        if start == 0:
+            self.control.hold(data)
+        for index in range(start, len(envelopes)):
+            env = envelopes[index]
+            self.control.at(index, attempts if index == start else 0)
+            try:
+                if isinstance(env.msg, Fault):
+                    self.inject(env.msg, index)
+                self.answered(env, await settle(self.actor.on_receive(env.msg)))
+            except Exception as exc:  # the actor's own errors: see Runner.failed
+                self.failed(env, exc)
+        self.control.release()
+        self.control.count(handled=len(envelopes) - start)
+
+
+class BlockingRunner(Runner):
+    def run(self) -> int:
+        self.transport = SyncTransport(self.boot.rundir)
+        self.actor = self.cls(self.context())
+        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
+        self.control.beat(time.monotonic())
+        self.actor.on_start()
+        self.ready()
+        if (held := self.resume()) is not None:
+            self.handle(*held)
+        mbox = self.boot.mailbox
+        mbox.settimeout(BEAT)
+        while not self.stopping:
+            self.control.beat(time.monotonic())
+            try:
+                data = mbox.recv(MAX_FRAME_BYTES + 1)
+            except (TimeoutError, InterruptedError):
+                continue
+            self.handle(data, 0, 0)
+        self.actor.on_stop()
+        return 0
+
+    def handle(self, data: bytes, start: int, attempts: int) -> None:
+        envelopes = self.decode(data)
+        if envelopes is None:
+            self.control.release()
+            return
+        if start == 0:
+            self.control.hold(data)
+        for index in range(start, len(envelopes)):
+            env = envelopes[index]
+            self.control.at(index, attempts if index == start else 0)
+            try:
+                if isinstance(env.msg, Fault):
+                    self.inject(env.msg, index)
+                self.answered(env, self.actor.on_receive(env.msg))
+            except Exception as exc:
+                self.failed(env, exc)
+            self.control.beat(time.monotonic())
+        self.control.release()
+        self.control.count(handled=len(envelopes) - start)
+
+
+async def settle(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value

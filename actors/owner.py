@@ -1,0 +1,216 @@
+"""The supervisor's side of one child: its process, from start to exit.
+
+``ChildOwner`` is a pykka ``ThreadingActor``: starting a child waits for its "ready", stopping
+one waits up to its shutdown timeout before SIGKILL, and those blocking waits belong on a thread of
+their own rather than in the supervisor's decision loop. ``Watchdog`` is a thread that notices
+exits (process sentinels) and hangs (stale heartbeats) of every running child and tells the
+supervisor.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing.connection as mpc
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from multiprocessing.context import BaseContext
+from typing import Any
+
+import pykka
+
+from actors import child
+from actors.control import ControlBlock
+from actors.spec import ChildSpec, SupervisorSpec
+
+log = logging.getLogger("actors.supervisor")
+
+WATCH_TICK = 0.02  # seconds: how often the watchdog looks at heartbeats
+
+
+@dataclass
+class Incarnation:
+    """One run of a child process, as the watchdog sees it."""
+
+    number: int
+    process: Any
+    control: ControlBlock
+    liveness: float
+    ready_at: float
+    running: bool = True
+    hang: str = ""
+
+
+@dataclass
+class ExitReport:
+    name: str
+    number: int
+    exitcode: int | None
+    reason: str
+
+
+def exit_reason(exitcode: int | None, said: str, hang: str) -> str:
+    if hang:
+        return hang
+    if exitcode == 0:
+        return "normal"
+    if exitcode is not None and exitcode < 0:
+        return f"killed by {signal.Signals(-exitcode).name}"
+    meaning = {child.EXIT_CRASHED: "crashed", child.EXIT_ORPHANED: "orphaned",
+               child.EXIT_FAULT: "fault injected: crash", 2: "escalated"}.get(exitcode or 0, "exit")
+    return f"{meaning} (exit {exitcode}){': ' + said if said else ''}"
+
+
+class ChildOwner(pykka.ThreadingActor):
+    use_daemon_thread = True
+
+    def __init__(self, name: str, path: str, spec: ChildSpec | SupervisorSpec, boot: dict[str, Any],
+                 context: BaseContext, watchdog: Watchdog) -> None:
+        super().__init__()
+        self.name, self.path, self.spec = name, path, spec
+        self.boot = boot  # the Boot fields that stay the same across incarnations
+        self.context = context
+        self.watchdog = watchdog
+        self.number = 0
+        self.process: Any = None
+        self.status: mpc.Connection | None = None
+        self.death_writer: mpc.Connection | None = None
+        self.started_at = 0.0
+
+    def launch(self) -> tuple[bool, int, str]:
+        """Start an incarnation and wait for it to report ready: (ok, pid, reason)."""
+        self.number += 1
+        status_r, status_w = self.context.Pipe(duplex=False)
+        death_r, death_w = self.context.Pipe(duplex=False)
+        boot = child.Boot(path=self.path, spec=self.spec, death=death_r, status=status_w,
+                          **self.boot)
+        process = self.context.Process(target=child.main, args=(boot,), name=self.path)
+        process.start()
+        status_w.close()
+        death_r.close()
+        self.process, self.status, self.death_writer = process, status_r, death_w
+        ok, reason = self._await_ready()
+        if ok:
+            self.started_at = time.monotonic()
+            self.watchdog.watch(self.name, Incarnation(
+                self.number, process, ControlBlock(self.boot["control_file"]),
+                self.spec.liveness, time.monotonic()))
+        else:
+            self.kill()
+        return ok, process.pid or 0, reason
+
+    def _await_ready(self) -> tuple[bool, str]:
+        assert self.status is not None
+        if self.status.poll(self.spec.start_timeout):
+            try:
+                said = self.status.recv()
+            except EOFError:
+                said = ("failed", "")
+            if said[0] == "ready":
+                return True, ""
+            self.process.join(1.0)
+            return False, exit_reason(self.process.exitcode, said[1], "")
+        return False, f"not ready within {self.spec.start_timeout} s"
+
+    def terminate(self) -> str:
+        """SIGTERM, then SIGKILL after the shutdown timeout. Returns the exit reason."""
+        process = self.process
+        if process is None:
+            return "not running"
+        self.watchdog.unwatch(self.name)
+        if process.is_alive():
+            os.kill(process.pid, signal.SIGTERM)
+            process.join(self.spec.shutdown)
+            if process.is_alive():
+                log.warning("shutdown timeout, killing", extra={"path": self.path,
+                                                                "timeout": self.spec.shutdown})
+                process.kill()
+        process.join()
+        return self._collect("")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self._collect("")
+
+    def exited(self, hang: str) -> str:
+        """The process is gone on its own: collect why."""
+        if self.process is not None:
+            self.process.join()
+        return self._collect(hang)
+
+    def _collect(self, hang: str) -> str:
+        said = ""
+        if self.status is not None:
+            try:
+                while self.status.poll(0):
+                    msg = self.status.recv()
+                    said = msg[1] if msg[0] == "failed" else said
+            except (EOFError, OSError):
+                pass
+            self.status.close()
+            self.status = None
+        if self.death_writer is not None:
+            self.death_writer.close()
+            self.death_writer = None
+        code = self.process.exitcode if self.process is not None else None
+        self.process = None
+        return exit_reason(code, said, hang)
+
+    def pid(self) -> int:
+        return self.process.pid if self.process is not None else 0
+
+
+@dataclass
+class Watchdog:
+    """Watches the running children; calls ``report(name, number, hang_reason)`` on an exit."""
+
+    report: Any
+    tick: Any
+    children: dict[str, Incarnation] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    stopped: threading.Event = field(default_factory=threading.Event)
+
+    def watch(self, name: str, inc: Incarnation) -> None:
+        with self.lock:
+            self.children[name] = inc
+
+    def unwatch(self, name: str) -> None:
+        with self.lock:
+            inc = self.children.pop(name, None)
+        if inc is not None:
+            inc.running = False
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            with self.lock:
+                watched = dict(self.children)
+            sentinels = {inc.process.sentinel: (n, inc) for n, inc in watched.items()}
+            for ready in mpc.wait(list(sentinels), WATCH_TICK) if sentinels else []:
+                name, inc = sentinels[ready]  # type: ignore[index]
+                self._gone(name, inc)
+            if not sentinels:
+                self.stopped.wait(WATCH_TICK)
+            self._check_hangs(watched, time.monotonic())
+            self.tick()
+
+    def _gone(self, name: str, inc: Incarnation) -> None:
+        with self.lock:
+            if self.children.get(name) is not inc:
+                return
+            del self.children[name]
+        self.report(name, inc.number, inc.hang)
+
+    def _check_hangs(self, watched: dict[str, Incarnation], now: float) -> None:
+        for inc in watched.values():
+            if not inc.liveness or inc.hang:
+                continue
+            silent = now - max(inc.control.last_beat, inc.ready_at)
+            if silent > inc.liveness:
+                inc.hang = f"hung: no heartbeat for {silent:.1f} s (liveness {inc.liveness:g} s)"
+                log.error("child hung, killing", extra={"pid": inc.process.pid,
+                                                         "silent": round(silent, 2)})
+                inc.process.kill()

@@ -1,0 +1,205 @@
+"""How a process sends: ``tell`` and ``ask`` over mailboxes, in an event loop or blocking.
+
+``AsyncTransport`` serves asyncio actors: a ``tell`` is queued on the target's ``Outlet`` and all
+tells of one loop iteration leave as one datagram (the data plane's batching). Backpressure waits
+for the socket to become writable; a mailbox that is missing (its tree is restarting) is retried.
+``SyncTransport`` serves blocking actors and outside clients (tests, the CLI): it sends at once and
+blocks, up to a deadline, on backpressure and on replies.
+
+Replies come back on a private socket per process, so an actor can await an ``ask`` while its
+mailbox waits untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import select
+import threading
+import time
+from typing import Any
+
+import msgpack
+
+from actors.mailbox import Outlet, mailbox_file, reply_socket
+from messages.codec import MAX_FRAME_BYTES, decode_envelope, encode_envelope, unpack_batch
+from messages.errors import ActorUnavailable, AskTimeout, DecodeError, RemoteError
+from messages.runtime import Reply
+
+RETRY = 0.02  # seconds between attempts to reach a mailbox that is missing
+SEND_DEADLINE = 10.0  # a blocking send gives up (ActorUnavailable) after this long
+
+
+def reply_for(result: Any) -> Reply:
+    """Wrap a handler's return value; a registered message travels in its envelope form."""
+    if hasattr(type(result), "TAG"):
+        return Reply(True, encode_envelope(result), "message")
+    return Reply(True, result)
+
+
+def reply_value(reply: Reply) -> Any:
+    if not reply.ok:
+        raise RemoteError(reply.error_type, reply.error)
+    if reply.error_type == "message":
+        return decode_envelope(reply.value).msg
+    return reply.value
+
+
+class Transport:
+    def __init__(self, rundir: str) -> None:
+        self.rundir = rundir
+        self.outlets: dict[str, Outlet] = {}
+        self.replies, self.reply_file = reply_socket(rundir)
+        self.replies.setblocking(False)
+        self.corr = itertools.count(1)
+
+    def outlet(self, file: str, ephemeral: bool = False) -> Outlet:
+        out = self.outlets.get(file)
+        if out is None:
+            out = self.outlets[file] = Outlet(file, ephemeral)
+        return out
+
+    def enqueue(self, file: str, msg: Any, corr: int = 0, reply_to: str | None = None) -> Outlet:
+        out = self.outlet(file, ephemeral=reply_to == "")
+        item = msgpack.packb(encode_envelope(msg, corr, reply_to), use_bin_type=True)
+        if len(item) > MAX_FRAME_BYTES - 8:
+            raise ValueError(f"{type(msg).__name__} of {len(item)} bytes exceeds one frame")
+        out.pending.append(item)
+        return out
+
+    def file_of(self, path: str) -> str:
+        return mailbox_file(self.rundir, path)
+
+    def close(self) -> None:
+        for out in self.outlets.values():
+            out.close()
+        self.replies.close()
+        try:
+            os.unlink(self.reply_file)
+        except FileNotFoundError:
+            pass
+
+
+class AsyncTransport(Transport):
+    def __init__(self, rundir: str, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(rundir)
+        self.loop = loop
+        self.waiting: dict[int, asyncio.Future[Reply]] = {}
+        self.dirty: set[Outlet] = set()
+        self.flush_scheduled = False
+        loop.add_reader(self.replies.fileno(), self._read_replies)
+
+    def tell(self, path: str, msg: Any) -> None:
+        self._queue(self.enqueue(self.file_of(path), msg))
+
+    def reply(self, file: str, corr: int, reply: Reply) -> None:
+        self._queue(self.enqueue(file, reply, corr, ""))
+
+    async def ask(self, path: str, msg: Any, timeout: float = 5.0) -> Any:
+        corr = next(self.corr)
+        future: asyncio.Future[Reply] = self.loop.create_future()
+        self.waiting[corr] = future
+        self._queue(self.enqueue(self.file_of(path), msg, corr, self.reply_file))
+        try:
+            reply = await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise AskTimeout(f"{path} did not answer {type(msg).__name__} in {timeout} s") from None
+        finally:
+            self.waiting.pop(corr, None)
+        return reply_value(reply)
+
+    def _queue(self, out: Outlet) -> None:
+        self.dirty.add(out)
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.flush_scheduled = False
+        dirty, self.dirty = self.dirty, set()
+        for out in dirty:
+            self._flush_one(out)
+
+    def _flush_one(self, out: Outlet) -> None:
+        try:
+            if out.flush():
+                return
+            self.loop.add_writer(out.fileno(), self._writable, out)
+        except ActorUnavailable:
+            if out.ephemeral:
+                out.pending.clear()  # a reply socket that is gone: its asker died
+                return
+            self.loop.call_later(RETRY, self._flush_one, out)
+
+    def _writable(self, out: Outlet) -> None:
+        self.loop.remove_writer(out.fileno())
+        self._flush_one(out)
+
+    def _read_replies(self) -> None:
+        while True:
+            try:
+                data = self.replies.recv(MAX_FRAME_BYTES)
+            except BlockingIOError:
+                return
+            try:
+                envelopes = unpack_batch(data)
+            except DecodeError:
+                continue
+            for env in envelopes:
+                future = self.waiting.get(env.corr)
+                if future is not None and not future.done() and isinstance(env.msg, Reply):
+                    future.set_result(env.msg)
+
+
+class SyncTransport(Transport):
+    """Blocking sends and asks; safe to share between threads."""
+
+    def __init__(self, rundir: str) -> None:
+        super().__init__(rundir)
+        self.lock = threading.Lock()
+
+    def tell(self, path: str, msg: Any, deadline: float = SEND_DEADLINE) -> None:
+        with self.lock:
+            self._send(self.enqueue(self.file_of(path), msg), deadline)
+
+    def reply(self, file: str, corr: int, reply: Reply) -> None:
+        with self.lock:
+            out = self.enqueue(file, reply, corr, "")
+            try:
+                self._send(out, 1.0)
+            except ActorUnavailable:
+                out.pending.clear()
+
+    def ask(self, path: str, msg: Any, timeout: float = 5.0) -> Any:
+        with self.lock:
+            corr = next(self.corr)
+            self._send(self.enqueue(self.file_of(path), msg, corr, self.reply_file), timeout)
+            return reply_value(self._await_reply(path, msg, corr, time.monotonic() + timeout))
+
+    def _send(self, out: Outlet, deadline_s: float) -> None:
+        deadline = time.monotonic() + deadline_s
+        while True:
+            try:
+                if out.flush():
+                    return
+                select.select([], [out.fileno()], [], max(0.0, deadline - time.monotonic()))
+            except ActorUnavailable:
+                time.sleep(RETRY)  # the mailbox is being re-created; poll until the deadline
+            if time.monotonic() >= deadline:
+                out.pending.clear()
+                raise ActorUnavailable(f"could not deliver to {out.file} in {deadline_s} s")
+
+    def _await_reply(self, path: str, msg: Any, corr: int, deadline: float) -> Reply:
+        while (left := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select([self.replies], [], [], left)
+            if not ready:
+                break
+            try:
+                envelopes = unpack_batch(self.replies.recv(MAX_FRAME_BYTES))
+            except (DecodeError, BlockingIOError):
+                continue
+            for env in envelopes:
+                if env.corr == corr and isinstance(env.msg, Reply):
+                    return env.msg
+        raise AskTimeout(f"{path} did not answer {type(msg).__name__} in time")
