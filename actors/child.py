@@ -144,7 +144,7 @@ class Runner:
             return
         summary = repr(env.msg)[:200]
         log.error("dead letter: message set aside after crashing its receiver",
-                  extra={"tag": env.msg.TAG, "attempts": attempts, "msg": summary})
+                  extra={"tag": env.msg.TAG, "attempts": attempts, "message_repr": summary})
         self.control.count(dead=1)
         self.transport.tell(self.boot.path.rsplit("/", 1)[0],
                             DeadLetter(self.boot.path, env.msg.TAG, attempts, summary))
@@ -189,7 +189,7 @@ class Runner:
             self.control.count(malformed=1)
             log.warning("message refused", extra={"error": str(exc)})
             return
-        log.exception("handler crashed", extra={"msg": repr(env.msg)[:200]})
+        log.exception("handler crashed", extra={"message_repr": repr(env.msg)[:200]})
         try:
             self.actor.on_failure(exc)
         finally:

@@ -23,7 +23,7 @@ class Ignore:
 
 @dataclass(frozen=True)
 class RestartChildren:
-    """Stop ``stop`` (already in reverse start order), wait ``delay`` s, start ``start`` in order."""
+    """Stop ``stop`` (in reverse start order), wait ``delay`` s, start ``start`` in order."""
 
     stop: tuple[str, ...]
     start: tuple[str, ...]

@@ -153,7 +153,14 @@ class AsyncTransport(Transport):
 
 
 class SyncTransport(Transport):
-    """Blocking sends and asks; safe to share between threads."""
+    """Blocking sends and asks; safe to share between threads.
+
+    A ``tell`` that meets a full mailbox stays queued in this process (up to ``MAX_PENDING``
+    messages per target, beyond which it blocks) and goes out with the next send, or with
+    ``flush()``; an ``ask`` first delivers everything queued before it, so order holds.
+    """
+
+    MAX_PENDING = 100_000
 
     def __init__(self, rundir: str) -> None:
         super().__init__(rundir)
@@ -161,7 +168,18 @@ class SyncTransport(Transport):
 
     def tell(self, path: str, msg: Any, deadline: float = SEND_DEADLINE) -> None:
         with self.lock:
-            self._send(self.enqueue(self.file_of(path), msg), deadline)
+            out = self.enqueue(self.file_of(path), msg)
+            self._drain_others(out)
+            if len(out.pending) > self.MAX_PENDING:
+                self._send(out, deadline)
+            else:
+                self._try(out)
+
+    def flush(self, deadline: float = SEND_DEADLINE) -> None:
+        with self.lock:
+            for out in list(self.outlets.values()):
+                if out.pending and not out.ephemeral:
+                    self._send(out, deadline)
 
     def reply(self, file: str, corr: int, reply: Reply) -> None:
         with self.lock:
@@ -177,6 +195,17 @@ class SyncTransport(Transport):
             self._send(self.enqueue(self.file_of(path), msg, corr, self.reply_file), timeout)
             return reply_value(self._await_reply(path, msg, corr, time.monotonic() + timeout))
 
+    def _try(self, out: Outlet) -> None:
+        try:
+            out.flush()
+        except ActorUnavailable:
+            pass  # stays queued: the mailbox is being re-created
+
+    def _drain_others(self, current: Outlet) -> None:
+        for out in self.outlets.values():
+            if out is not current and out.pending and not out.ephemeral:
+                self._try(out)
+
     def _send(self, out: Outlet, deadline_s: float) -> None:
         deadline = time.monotonic() + deadline_s
         while True:
@@ -187,8 +216,9 @@ class SyncTransport(Transport):
             except ActorUnavailable:
                 time.sleep(RETRY)  # the mailbox is being re-created; poll until the deadline
             if time.monotonic() >= deadline:
-                out.pending.clear()
-                raise ActorUnavailable(f"could not deliver to {out.file} in {deadline_s} s")
+                raise ActorUnavailable(
+                    f"could not deliver to {out.file} in {deadline_s} s "
+                    f"({len(out.pending)} messages still queued)")
 
     def _await_reply(self, path: str, msg: Any, corr: int, deadline: float) -> Reply:
         while (left := deadline - time.monotonic()) > 0:

@@ -191,7 +191,7 @@ def serve_control(mailbox: socket.socket, sup: Any, tree: Tree) -> None:
             except (P2PError, pykka.ActorDeadError) as exc:
                 reply = Reply(False, None, type(exc).__name__, str(exc))
             except Exception as exc:  # a bug must not silence the control API
-                log.exception("control request failed", extra={"msg": repr(env.msg)[:120]})
+                log.exception("control request failed", extra={"message_repr": repr(env.msg)[:120]})
                 reply = Reply(False, None, type(exc).__name__, str(exc))
             if env.reply_to:
                 transport.reply(env.reply_to, env.corr, reply)
