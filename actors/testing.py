@@ -24,13 +24,18 @@ class ProbeActor(Actor):
         if isinstance(msg, Probe):
             return self.probe(msg)
         if isinstance(msg, ProbeBurst):
-            target = self.ctx.ref(msg.target)
-            for seq in range(msg.count):
-                target.tell(Probe(self.ctx.path, seq))
-            return msg.count
+            return self.burst(msg)
         if isinstance(msg, RecordRequest):
             return Record(self.seen)
         return super().on_receive(msg)
+
+    def burst(self, msg: ProbeBurst) -> Any:
+        """Tell ``count`` probes, then ask one more: its answer means all were handled (one
+        sender's messages arrive in order). In an asyncio actor the runtime awaits it."""
+        target = self.ctx.ref(msg.target)
+        for seq in range(msg.count):
+            target.tell(Probe(self.ctx.path, seq))
+        return target.ask(Probe(self.ctx.path, msg.count), timeout=120.0)
 
     def probe(self, msg: Probe) -> int:
         if msg.payload == b"poison":
@@ -54,3 +59,23 @@ def read_record(file: str) -> list[tuple[str, int]]:
         return []
     with open(file) as f:
         return [(s, int(n)) for s, n in (line.split() for line in f if line.strip())]
+
+
+# -- the benchmark's baselines: bare processes of the same forkserver context as the actors -------
+def baseline_ready(conn: Any) -> None:
+    conn.send_bytes(b"up")
+
+
+def baseline_sink(conn: Any, n: int) -> None:
+    import msgpack
+
+    for _ in range(n):
+        msgpack.unpackb(conn.recv_bytes())
+    conn.send_bytes(b"done")
+
+
+def baseline_echo(conn: Any) -> None:
+    import msgpack
+
+    while (data := conn.recv_bytes()) != b"stop":
+        conn.send_bytes(msgpack.packb(msgpack.unpackb(data)))

@@ -94,7 +94,10 @@ class AsyncTransport(Transport):
         self._queue(self.enqueue(self.file_of(path), msg))
 
     def reply(self, file: str, corr: int, reply: Reply) -> None:
-        self._queue(self.enqueue(file, reply, corr, ""))
+        # A reply goes at once: someone is waiting on it, and there is nothing to batch it with.
+        out = self.enqueue(file, reply, corr, "")
+        if out not in self.dirty:
+            self._flush_one(out)
 
     async def ask(self, path: str, msg: Any, timeout: float = 5.0) -> Any:
         corr = next(self.corr)

@@ -28,7 +28,7 @@ INBOX_SIZE = 64  # a NAT test has at most one request in flight; more is stray t
 class ForwardingSocket:
     """The part of a UDP socket pystun3 uses, backed by ``send`` and ``deliver``."""
 
-    def __init__(self, send: Callable[[bytes, Address], None], local_address: Address,
+    def __init__(self, send: Callable[[bytes, Address], object], local_address: Address,
                  *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self._send = send
         self._local_address = local_address
