@@ -1,0 +1,186 @@
+"""The entry point: ``python supervisor.py rendezvous|worker|demo|tree|restart|stop|events``.
+
+Run commands start a supervisor tree and keep it until Ctrl-C or SIGTERM; control commands talk
+to a running tree through its run directory (printed at start, and given with ``--rundir``).
+A missing or malformed setting is a one-line error naming it, exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from messages.errors import ConfigError, P2PError
+
+DEFAULT_HOST = "0.0.0.0"
+DEFAULT_PORT = 8080
+DEFAULT_STUN_PORT = 3478
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    return value
+
+
+def port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is outside 0-65535")
+    return value
+
+
+def optional(module: str, name: str, issue: str) -> Callable[..., Any]:
+    """A tree factory from a part that may not be installed in this version."""
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        raise ConfigError(f"this version has no {issue} yet ({module}.{name} is missing)") from None
+
+
+# -- run commands ---------------------------------------------------------------------------------
+def cmd_rendezvous(args: argparse.Namespace) -> int:
+    from actors import run_root
+
+    spec = optional("actors.rendezvous.tree", "rendezvous_spec", "rendezvous service")(
+        args.host, args.port, args.stun_port, token=os.environ.get("RENDEZVOUS_TOKEN") or None)
+    return run_root(spec, rundir=args.rundir, log_level=args.log_level,
+                    on_ready=lambda tree: announce(f"rendezvous on http://{args.host}:{args.port}"
+                                                   f" (STUN udp {args.stun_port})", tree))
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from actors import run_root
+
+    spec = optional("actors.worker.tree", "worker_spec", "worker")(args)
+    return run_root(spec, rundir=args.rundir, log_level=args.log_level,
+                    on_ready=lambda tree: announce(f"worker UI on http://127.0.0.1:{args.port}",
+                                                   tree))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from actors import run_root
+
+    spec = optional("actors.demo", "demo_spec", "two-worker demo")(args)
+    return run_root(spec, rundir=args.rundir, log_level=args.log_level,
+                    on_ready=lambda tree: announce("demo running", tree))
+
+
+def announce(what: str, tree: Any) -> None:
+    print(f"{what}; run directory {tree.rundir}; Ctrl-C stops everything", flush=True)
+
+
+# -- control commands -----------------------------------------------------------------------------
+def client(args: argparse.Namespace) -> Any:
+    from actors.client import Client
+
+    if not args.rundir or not os.path.isdir(args.rundir):
+        raise ConfigError(f"--rundir {args.rundir!r} is not the run directory of a running tree")
+    return Client(args.rundir)
+
+
+def root_of(path: str) -> str:
+    return path.split("/", 1)[0]
+
+
+def cmd_tree(args: argparse.Namespace) -> int:
+    nodes = client(args).tree(args.root)
+    if args.json:
+        print(json.dumps(nodes, indent=2))
+        return 0
+    for n in nodes:
+        depth = n["path"].count("/")
+        print(f"{'  ' * depth}{n['path'].rsplit('/', 1)[-1]:<18} {n['state']:<10} pid {n['pid']:<7}"
+              f" restarts {n['restarts']:<3} up {n['uptime']:>9.1f}s  {n['last_exit']}")
+    return 0
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    print(client(args).restart(root_of(args.path), args.path))
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    print(client(args).stop(root_of(args.path), args.path))
+    return 0
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    c = client(args)
+    c.subscribe(args.root)
+    for event in c.events(args.idle):
+        print(f"{event.at:.3f} {event.kind:<12} {event.path:<24} pid {event.pid:<7} {event.reason}",
+              flush=True)
+    return 0
+
+
+# -- parsing --------------------------------------------------------------------------------------
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="supervisor.py", description=__doc__.split("\n")[0])
+    p.add_argument("--log-level", default="INFO", type=lambda s: getattr(logging, s.upper()),
+                   help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("rendezvous", help="run the rendezvous service")
+    r.add_argument("--host", default=os.environ.get("HOST", DEFAULT_HOST),
+                   help="listen address (env HOST, default 0.0.0.0)")
+    r.add_argument("--port", type=port, default=env_int("PORT", DEFAULT_PORT),
+                   help="HTTP/WebSocket port (env PORT, default 8080)")
+    r.add_argument("--stun-port", type=port,
+                   default=env_int("RENDEZVOUS_STUN_PORT", DEFAULT_STUN_PORT),
+                   help="embedded STUN responder's UDP port (env RENDEZVOUS_STUN_PORT, 3478)")
+    r.set_defaults(run=cmd_rendezvous)
+
+    w = sub.add_parser("worker", help="run a worker")
+    w.add_argument("--port", type=port, default=env_int("PORT", DEFAULT_PORT), help="UI port")
+    w.set_defaults(run=cmd_worker)
+
+    d = sub.add_parser("demo", help="a rendezvous service and two workers on loopback, offline")
+    d.set_defaults(run=cmd_demo)
+
+    for name, func, text in (("tree", cmd_tree, "print the live supervisor tree"),
+                             ("events", cmd_events, "follow the tree events")):
+        c = sub.add_parser(name, help=text)
+        c.add_argument("root", help="the root supervisor's name (rendezvous, worker, demo)")
+        c.set_defaults(run=func)
+    sub.choices["tree"].add_argument("--json", action="store_true")
+    sub.choices["events"].add_argument("--idle", type=float, default=3600.0,
+                                       help="stop after this many seconds without an event")
+    for name, func in (("restart", cmd_restart), ("stop", cmd_stop)):
+        c = sub.add_parser(name, help=f"{name} the actor at PATH (e.g. worker/quic)")
+        c.add_argument("path")
+        c.set_defaults(run=func)
+    for c in sub.choices.values():
+        c.add_argument("--rundir", default=os.environ.get("P2P_RUNDIR"),
+                       help="the tree's run directory (env P2P_RUNDIR)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parser().parse_args(argv)
+        return args.run(args)
+    except ConfigError as exc:
+        print(f"supervisor.py: {exc.reason}", file=sys.stderr)
+        return 2
+    except P2PError as exc:
+        print(f"supervisor.py: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
