@@ -24,9 +24,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import msgpack  # noqa: E402
 
 from actors import ChildSpec, SupervisorSpec, run_root  # noqa: E402
-from actors.tree import PRELOAD  # noqa: E402
 from actors.client import Client  # noqa: E402
 from actors.testing import baseline_echo, baseline_ready, baseline_sink  # noqa: E402
+from actors.tree import PRELOAD  # noqa: E402
 from messages.codec import encode_envelope  # noqa: E402
 from messages.runtime import Probe, ProbeBurst  # noqa: E402
 

@@ -52,6 +52,16 @@ def test_golden_messages_round_trip(name: str) -> None:
     assert serialize_message(parse_message(data)) == data
 
 
+@pytest.mark.parametrize("request_name, source, answer_name", [
+    ("turnutils_request.bin", CLIENT, "responder_success_v4.bin"),
+    ("turnutils_request.bin", ("2001:db8::1", 40001), "responder_success_v6.bin"),
+    ("pystun3_change_request.bin", CLIENT, "responder_classic.bin"),
+])
+def test_responder_answers_are_byte_exact(request_name: str, source: tuple[str, int],
+                                          answer_name: str) -> None:
+    assert binding_response(golden(request_name), source) == golden(answer_name)
+
+
 def test_coturn_success_carries_xor_and_plain_mapped_address() -> None:
     message = parse_message(golden("coturn_success_v4.bin"))
     assert (message.method, message.message_class, message.magic_cookie) == (

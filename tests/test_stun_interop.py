@@ -19,14 +19,22 @@ from pathlib import Path
 
 import pytest
 import stun
+from conftest import within
 
 from actors.rendezvous.stun_udp import StunResponder, serve_stun
 from actors.worker.stun_socket import INBOX_SIZE, ForwardingSocket, detect_nat_type
 from messages.errors import UsageError
-from protocol.stun import BINDING, StunClass, StunMessage, binding_response, serialize_message
+from protocol.stun import (
+    BINDING,
+    StunClass,
+    StunMessage,
+    binding_response,
+    parse_message,
+    serialize_message,
+)
 from protocol.stun_client import BindingEvent, BindingSucceeded, StunTransaction
 
-WAIT = 5.0  # seconds: the bound on every startup, transaction and thread join here
+WAIT = within(5.0)  # the bound on every startup, transaction and thread join here
 STUND = "/usr/sbin/stund"
 
 Address = tuple[str, int]
@@ -174,6 +182,7 @@ def our_responder() -> Iterator[RecordingResponder]:
     assert not thread.is_alive()
 
 
+@pytest.mark.interop
 def test_coturn_maps_our_socket_to_its_own_address(coturn: Address,
                                                    udp_socket: socket.socket) -> None:
     event = run_transaction(StunTransaction(coturn, time.monotonic(), rto=0.1), udp_socket)
@@ -181,6 +190,7 @@ def test_coturn_maps_our_socket_to_its_own_address(coturn: Address,
     assert (event.mapped, event.server) == (udp_socket.getsockname(), coturn)
 
 
+@pytest.mark.interop
 def test_stund_answers_a_classic_transaction_with_mapped_address(
         stund: Address, udp_socket: socket.socket) -> None:
     transaction = StunTransaction(stund, time.monotonic(), rto=0.1, classic=True)
@@ -189,6 +199,7 @@ def test_stund_answers_a_classic_transaction_with_mapped_address(
     assert event.mapped == udp_socket.getsockname()
 
 
+@pytest.mark.interop
 def test_pystun3_nat_type_through_a_forwarding_socket(stund: Address,
                                                       udp_socket: socket.socket) -> None:
     local = udp_socket.getsockname()
@@ -214,6 +225,7 @@ def test_pystun3_nat_type_through_a_forwarding_socket(stund: Address,
     assert nat_type == (stun.OpenInternet, *local)
 
 
+@pytest.mark.interop
 def test_turnutils_stunclient_sees_its_own_address(our_responder: RecordingResponder) -> None:
     if shutil.which("turnutils_stunclient") is None:
         pytest.skip("coturn's turnutils_stunclient is not installed (apt-get install coturn)")
@@ -225,6 +237,7 @@ def test_turnutils_stunclient_sees_its_own_address(our_responder: RecordingRespo
     assert {(ip, int(port)) for ip, port in reported} <= set(our_responder.sources)
 
 
+@pytest.mark.interop
 def test_pystun3_get_ip_info_gets_the_external_address(
         our_responder: RecordingResponder) -> None:
     source_port = free_udp_port("127.0.0.1")
@@ -233,6 +246,7 @@ def test_pystun3_get_ip_info_gets_the_external_address(
     assert nat_type == stun.OpenInternet  # the responder cannot change address: not a real test
 
 
+@pytest.mark.interop
 def test_responder_counts_and_survives_bad_datagrams(our_responder: RecordingResponder,
                                                     udp_socket: socket.socket) -> None:
     indication = serialize_message(StunMessage(BINDING, StunClass.INDICATION, bytes(12)))
@@ -278,10 +292,29 @@ def test_forwarding_socket_lets_only_binding_successes_through() -> None:
     success = binding_response(request, PUBLIC) or b""
     assert [forwarding.deliver(data, PUBLIC) for data in (b"\xc3junk", request, refusal,
                                                           success)] == [False] * 3 + [True]
-    assert forwarding.recvfrom(2048) == (success, PUBLIC)
+    data, addr = forwarding.recvfrom(2048)
+    assert addr == PUBLIC
+    assert (data[:2], data[4:20]) == (success[:2], success[4:20])  # same type, cookie and id
+    assert parse_message(data).attributes == (("MAPPED-ADDRESS", PUBLIC),)
     with pytest.raises(TimeoutError):
         forwarding.recvfrom(2048)
     assert forwarding.dropped == 3
+
+
+def test_pystun3_reads_an_rfc5780_answer_it_would_crash_on() -> None:
+    # Odd-length SOFTWARE (pystun3 ignores padding), XOR-MAPPED-ADDRESS only, an IPv6
+    # MAPPED-ADDRESS, OTHER-ADDRESS instead of CHANGED-ADDRESS: raw, pystun3 raises ValueError.
+    def send(data: bytes, server: Address) -> None:
+        request = parse_message(data)
+        forwarding.deliver(serialize_message(StunMessage(
+            BINDING, StunClass.SUCCESS, request.transaction_id,
+            (("SOFTWARE", "odd"), ("MAPPED-ADDRESS", ("2001:db8::1", 1)),
+             ("XOR-MAPPED-ADDRESS", PUBLIC), ("OTHER-ADDRESS", ("192.0.2.2", 3479))),
+            magic_cookie=False)), server)
+
+    forwarding = ForwardingSocket(send, NATTED, timeout=0.02)
+    assert detect_nat_type(forwarding, "192.0.2.1", 3478) == (stun.FullCone, *PUBLIC)
+    assert forwarding.dropped == 0
 
 
 def test_forwarding_socket_is_bounded_and_refuses_blocking_forever() -> None:

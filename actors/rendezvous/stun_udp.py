@@ -58,8 +58,8 @@ class StunResponder(asyncio.DatagramProtocol):
         if answer is None:
             self.stats.ignored += 1
         elif self.transport is not None:
+            self.stats.answered += 1  # before sending: whoever got the answer sees it counted
             self.transport.sendto(answer, addr)
-            self.stats.answered += 1
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors (port unreachable from a client that left) are routine on UDP.

@@ -5,19 +5,33 @@ on the socket it is given, treats any exception from ``recvfrom`` as a timeout, 
 ``socket.gaierror`` from ``sendto`` as "no answer". ``ForwardingSocket`` provides exactly that
 over a ``send`` callable and a bounded, thread-safe inbox that the udp actor feeds with
 ``deliver``. pystun3 blocks, so it runs in a thread of its own (the stun actor's).
+
+pystun3 reads answers naively: a type it does not know raises KeyError, attributes are walked
+without RFC 8489 §14 padding (an odd-length SOFTWARE derails it into a ValueError), and every
+address is read as IPv4. So ``deliver`` hands it each Binding success re-encoded in the RFC 3489
+shape it can read, and nothing else.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import queue
 import socket
 from collections.abc import Callable
+from dataclasses import replace
 
 import stun
 
 from messages.errors import DecodeError, UsageError
-from protocol.stun import BINDING, Address, StunClass, parse_message
+from protocol.stun import (
+    BINDING,
+    Address,
+    StunClass,
+    StunMessage,
+    parse_message,
+    serialize_message,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -37,21 +51,13 @@ class ForwardingSocket:
         self.dropped = 0
 
     def deliver(self, data: bytes, addr: Address) -> bool:
-        """Queue a datagram for ``recvfrom``; False if it was dropped.
-
-        Only well-formed Binding success responses get through: pystun3 raises KeyError on
-        other message types and may loop on malformed attributes.
-        """
-        try:
-            message = parse_message(data)
-        except DecodeError:
-            message = None
-        if message is None or (message.method, message.message_class) != (
-                BINDING, StunClass.SUCCESS):
+        """Queue a Binding success for ``recvfrom``; False if the datagram was dropped."""
+        answer = readable_by_pystun3(data)
+        if answer is None:
             self.dropped += 1
             return False
         try:
-            self._inbox.put_nowait((bytes(data), addr))
+            self._inbox.put_nowait((answer, addr))
         except queue.Full:
             self.dropped += 1
             return False
@@ -85,6 +91,40 @@ class ForwardingSocket:
 
     def close(self) -> None:
         """The real socket belongs to the udp actor; there is nothing of ours to close."""
+
+
+# What pystun3 reads, each from the first of its sources that holds an IPv4 address: RFC 5780
+# renamed SOURCE-ADDRESS and CHANGED-ADDRESS, RFC 8489 prefers XOR-MAPPED-ADDRESS.
+PYSTUN3_ATTRIBUTES = (
+    ("MAPPED-ADDRESS", ("XOR-MAPPED-ADDRESS", "MAPPED-ADDRESS")),
+    ("SOURCE-ADDRESS", ("SOURCE-ADDRESS", "RESPONSE-ORIGIN")),
+    ("CHANGED-ADDRESS", ("CHANGED-ADDRESS", "OTHER-ADDRESS")),
+)
+
+
+def readable_by_pystun3(data: bytes) -> bytes | None:
+    """A Binding success re-encoded with only the attributes pystun3 reads, or None.
+
+    The header's type and 128 bits after the length stay as they were: pystun3 matches its
+    transaction id there.
+    """
+    try:
+        message = parse_message(data)
+    except DecodeError:
+        return None
+    if (message.method, message.message_class) != (BINDING, StunClass.SUCCESS):
+        return None
+    attributes = tuple((name, address) for name, sources in PYSTUN3_ATTRIBUTES
+                       if (address := _first_ipv4(message, sources)) is not None)
+    return serialize_message(replace(message, attributes=attributes))
+
+
+def _first_ipv4(message: StunMessage, names: tuple[str, ...]) -> Address | None:
+    for name in names:
+        address = message.attribute(name)
+        if address is not None and ipaddress.ip_address(address[0]).version == 4:
+            return address
+    return None
 
 
 def detect_nat_type(sock_like: ForwardingSocket | socket.socket, host: str,
