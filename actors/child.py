@@ -10,6 +10,7 @@ same message it is set aside as a dead letter, reported to the supervisor and lo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import inspect
 import logging
@@ -110,6 +111,7 @@ class Runner:
         self.cls = cls
         self.control = ControlBlock(boot.control_file)
         self.stopping = False
+        self.idle = False
         self.actor: Actor
         self.transport: AsyncTransport | SyncTransport
 
@@ -211,41 +213,39 @@ class AsyncRunner(Runner):
         loop = asyncio.get_running_loop()
         self.transport = AsyncTransport(self.boot.rundir, loop)
         self.actor = self.cls(self.context())
-        readable = asyncio.Event()
-        loop.add_signal_handler(signal.SIGTERM, self.stop, readable)
         beating = loop.create_task(self.beat())
         await settle(self.actor.on_start())
         self.ready()
         if (held := self.resume()) is not None:
             await self.handle(*held)
-        await self.serve_mailbox(loop, readable)
+        serving = loop.create_task(self.serve_mailbox(loop))
+        loop.add_signal_handler(signal.SIGTERM, self.stop, serving)
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
         beating.cancel()
         await settle(self.actor.on_stop())
         self.transport.flush()
         return 0
 
-    def stop(self, readable: asyncio.Event) -> None:
+    def stop(self, serving: asyncio.Task[None]) -> None:
+        """SIGTERM: finish the message in hand, then stop (cancel only a task waiting idle)."""
         self.stopping = True
-        readable.set()
+        if self.idle:
+            serving.cancel()
 
     async def beat(self) -> None:
         while True:
             self.control.beat(time.monotonic())
             await asyncio.sleep(BEAT)
 
-    async def serve_mailbox(self, loop: asyncio.AbstractEventLoop, readable: asyncio.Event) -> None:
+    async def serve_mailbox(self, loop: asyncio.AbstractEventLoop) -> None:
         mbox = self.boot.mailbox
         mbox.setblocking(False)
-        loop.add_reader(mbox.fileno(), readable.set)
         while not self.stopping:
-            try:
-                data = mbox.recv(MAX_FRAME_BYTES + 1)
-            except BlockingIOError:
-                readable.clear()
-                await readable.wait()
-                continue
+            self.idle = True
+            data = await loop.sock_recv(mbox, MAX_FRAME_BYTES + 1)
+            self.idle = False
             await self.handle(data, 0, 0)
-        loop.remove_reader(mbox.fileno())
 
     async def handle(self, data: bytes, start: int, attempts: int) -> None:
         envelopes = self.decode(data)
