@@ -22,3 +22,17 @@ class Tag(IntEnum):
     PROBE_BATCH = 51
     RECORD = 52
     RECORDED = 53
+    # worker (150-229)
+    UDP_SEND = 150
+    UDP_RECEIVED = 151
+    PEER_OFFER = 152
+    PEER_GONE = 153
+    PATH_STATUS = 154
+    STUN_RESULT = 155
+    REDO_STUN = 156
+    UI_EVENT = 157
+    CHAT_SEND = 158
+    PING_PEER = 159
+    ECHO_PEER = 160
+    STATUS_REQUEST = 161
+    TUNNEL_STATUS = 162
