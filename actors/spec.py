@@ -68,6 +68,8 @@ class SupervisorSpec:
     period: float = 10.0
     backoff: float = 0.05  # first delay when restarts repeat within the period; doubles each time
     backoff_max: float = 2.0
+    # modules the fork server imports once, so restarts skip them (aioquic, cryptography, ...)
+    preload: tuple[str, ...] = ()
     # as a child of another supervisor:
     restart: Restart = Restart.PERMANENT
     shutdown: float = 10.0

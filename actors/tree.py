@@ -116,7 +116,8 @@ def run_root(spec: SupervisorSpec, *, rundir: str | None = None, preload: list[s
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        return _supervise(spec, tree, context(list(preload)), None, stop, on_ready)
+        return _supervise(spec, tree, context([*preload, *all_preloads(spec)]), None, stop,
+                          on_ready)
     finally:
         shutil.rmtree(tree.rundir, ignore_errors=True)
 
@@ -130,7 +131,16 @@ def run_nested(boot: Boot) -> int:
                 log_level=boot.log_level)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    return _supervise(spec, tree, context([]), boot, stop, None, path=boot.path)
+    return _supervise(spec, tree, context(all_preloads(spec)), boot, stop, None, path=boot.path)
+
+
+def all_preloads(spec: SupervisorSpec) -> list[str]:
+    """What this supervisor's fork server should import: its own and its subtree's preloads."""
+    found = list(spec.preload)
+    for _, node in walk(spec):
+        if isinstance(node, SupervisorSpec):
+            found.extend(m for m in node.preload if m not in found)
+    return found
 
 
 def _supervise(spec: SupervisorSpec, tree: Tree, ctx: Any, boot: Boot | None,

@@ -1,0 +1,101 @@
+"""A worker's settings, from the original's environment variables and matching flags.
+
+Every setting is checked here, once, so a missing or malformed one is a one-line error naming it
+(the command line exits 2), never a crash deep in an actor.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from messages.errors import ConfigError, DecodeError
+from messages.wire import validate_worker_id
+from protocol.certs import fingerprint, load_or_create
+
+DEFAULT_STUN_PORT = 3478  # the rendezvous service's embedded responder
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    worker_id: str
+    rendezvous_url: str  # ws:// or wss:// base, no path
+    stun_host: str
+    stun_port: int
+    udp_host: str
+    udp_port: int
+    ui_host: str
+    ui_port: int
+    ping_interval: float
+    ping_timeout: float
+    ip_echo_url: str  # "" means: ask the rendezvous service's /whoami
+    token: str  # "" means none
+    cert_pem: str
+    key_pem: str
+    fingerprint: str
+
+    def config(self) -> dict[str, Any]:
+        """The plain dict every worker actor receives as ``ctx.config``."""
+        return asdict(self)
+
+    def __repr__(self) -> str:  # never print the key
+        return f"WorkerSettings(worker_id={self.worker_id!r}, rendezvous={self.rendezvous_url!r})"
+
+
+def websocket_base(url: str, name: str = "RENDEZVOUS_SERVICE_URL") -> str:
+    """http(s):// becomes ws(s)://, as the original did; the path is dropped."""
+    parts = urlsplit(url)
+    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme)
+    if scheme is None or not parts.hostname:
+        raise ConfigError(f"{name}={url!r} must be an http(s):// or ws(s):// URL with a host")
+    return f"{scheme}://{parts.netloc}"
+
+
+def number(name: str, raw: str | None, default: float, *, whole: bool, low: float,
+           high: float) -> Any:
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw) if whole else float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a {'whole ' if whole else ''}number") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={raw!r} must be between {low:g} and {high:g}")
+    return value
+
+
+def from_env(env: dict[str, str] | None = None, *, cert_dir: str = ".",
+             **overrides: Any) -> WorkerSettings:
+    """Settings from ``env`` (default: the process environment); ``overrides`` win (flags)."""
+    env = dict(os.environ if env is None else env)
+    env.update({k: str(v) for k, v in overrides.items() if v is not None})
+    url = env.get("RENDEZVOUS_SERVICE_URL", "")
+    if not url:
+        raise ConfigError("RENDEZVOUS_SERVICE_URL is required (e.g. http://127.0.0.1:8080)")
+    base = websocket_base(url)
+    worker_id = env.get("WORKER_ID") or str(uuid.uuid4())
+    try:
+        validate_worker_id(worker_id)
+    except DecodeError as exc:
+        raise ConfigError(f"WORKER_ID: {exc.reason}") from None
+    cert_pem, key_pem = load_or_create(str(Path(cert_dir) / "cert.pem"),
+                                       str(Path(cert_dir) / "key.pem"))
+    port = lambda name, default: number(name, env.get(name), default, whole=True,  # noqa: E731
+                                        low=0, high=65535)
+    seconds = lambda name, default: number(name, env.get(name), default, whole=False,  # noqa: E731
+                                           low=0.1, high=3600)
+    return WorkerSettings(
+        worker_id=worker_id, rendezvous_url=base,
+        stun_host=env.get("STUN_HOST") or (urlsplit(base).hostname or ""),
+        stun_port=port("STUN_PORT", DEFAULT_STUN_PORT),
+        udp_host=env.get("UDP_HOST", "0.0.0.0"), udp_port=port("INTERNAL_UDP_PORT", 8081),
+        ui_host=env.get("UI_HOST", "0.0.0.0"), ui_port=port("PORT", 8080),
+        ping_interval=seconds("PING_INTERVAL_SEC", 25.0),
+        ping_timeout=seconds("PING_TIMEOUT_SEC", 25.0),
+        ip_echo_url=env.get("IP_ECHO_URL", ""), token=env.get("RENDEZVOUS_TOKEN", ""),
+        cert_pem=cert_pem, key_pem=key_pem, fingerprint=fingerprint(cert_pem),
+    )
