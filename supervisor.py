@@ -63,21 +63,38 @@ def cmd_rendezvous(args: argparse.Namespace) -> int:
                                                    f" (STUN udp {args.stun_port})", tree))
 
 
+WORKER_FLAGS = {  # flag -> the original's environment variable it stands for
+    "rendezvous_url": "RENDEZVOUS_SERVICE_URL", "stun_host": "STUN_HOST",
+    "stun_port": "STUN_PORT", "udp_port": "INTERNAL_UDP_PORT", "port": "PORT",
+    "ping_interval": "PING_INTERVAL_SEC", "ping_timeout": "PING_TIMEOUT_SEC",
+    "worker_id": "WORKER_ID", "udp_host": "UDP_HOST", "ui_host": "UI_HOST",
+    "ip_echo_url": "IP_ECHO_URL",
+}
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from actors import run_root
+    from actors.worker.settings import from_env
+    from actors.worker.tree import worker_spec
 
-    spec = optional("actors.worker.tree", "worker_spec", "worker")(args)
-    return run_root(spec, rundir=args.rundir, log_level=args.log_level,
-                    on_ready=lambda tree: announce(f"worker UI on http://127.0.0.1:{args.port}",
-                                                   tree))
+    settings = from_env(cert_dir=args.cert_dir,
+                        **{env: getattr(args, flag) for flag, env in WORKER_FLAGS.items()})
+    ui = f"http://{'127.0.0.1' if settings.ui_host == '0.0.0.0' else settings.ui_host}:" \
+         f"{settings.ui_port}/"
+    return run_root(worker_spec(settings), rundir=args.rundir, log_level=args.log_level,
+                    on_ready=lambda tree: announce(
+                        f"worker {settings.worker_id} (certificate {settings.fingerprint[:16]}…)"
+                        f" UI on {ui}", tree))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from actors import run_root
 
-    spec = optional("actors.demo", "demo_spec", "two-worker demo")(args)
-    return run_root(spec, rundir=args.rundir, log_level=args.log_level,
-                    on_ready=lambda tree: announce("demo running", tree))
+    setup = optional("actors.demo", "demo", "two-worker demo")(args.port, args.stun_port)
+    lines = [f"rendezvous service: {setup.rendezvous_url}/debug/list_workers"]
+    lines += [f"worker {name} UI:  {url}" for name, url in setup.ui_urls.items()]
+    return run_root(setup.spec, rundir=args.rundir, log_level=args.log_level,
+                    on_ready=lambda tree: announce("\n".join(lines) + "\ndemo running", tree))
 
 
 def announce(what: str, tree: Any) -> None:
@@ -145,11 +162,18 @@ def parser() -> argparse.ArgumentParser:
                    help="embedded STUN responder's UDP port (env RENDEZVOUS_STUN_PORT, 3478)")
     r.set_defaults(run=cmd_rendezvous)
 
-    w = sub.add_parser("worker", help="run a worker")
-    w.add_argument("--port", type=port, default=env_int("PORT", DEFAULT_PORT), help="UI port")
+    w = sub.add_parser("worker", help="run a worker (flags override the environment variables)")
+    for flag, env in WORKER_FLAGS.items():
+        w.add_argument("--" + flag.replace("_", "-"), dest=flag, default=None,
+                       help=f"(env {env})")
+    w.add_argument("--cert-dir", default=".",
+                   help="where cert.pem/key.pem are read, or written when absent (default .)")
     w.set_defaults(run=cmd_worker)
 
     d = sub.add_parser("demo", help="a rendezvous service and two workers on loopback, offline")
+    d.add_argument("--port", type=port, default=0, help="rendezvous HTTP port (default: free)")
+    d.add_argument("--stun-port", type=port, default=0,
+                   help="rendezvous STUN port (default: free)")
     d.set_defaults(run=cmd_demo)
 
     for name, func, text in (("tree", cmd_tree, "print the live supervisor tree"),
