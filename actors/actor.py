@@ -16,6 +16,7 @@ block, such as pystun3).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -51,6 +52,14 @@ class ActorContext:
     transport: AsyncTransport | SyncTransport
     config: dict[str, Any] = field(default_factory=dict)
     sockets: dict[str, Any] = field(default_factory=dict)
+    spawner: Callable[[Any], Any] | None = None
+
+    def spawn(self, coro: Any) -> Any:
+        """Run ``coro`` as a background task of this actor; an error in it crashes the actor
+        (``on_failure``, exit, restart) instead of dying unnoticed."""
+        if self.spawner is None:
+            raise TypeError("this actor cannot run background tasks")
+        return self.spawner(coro)
 
     @property
     def name(self) -> str:

@@ -29,7 +29,7 @@ from actors.actor import Actor, ActorContext
 from actors.control import BEAT, ControlBlock
 from actors.spec import ChildSpec, SupervisorSpec
 from actors.transport import AsyncTransport, SyncTransport, reply_for
-from messages.codec import MAX_FRAME_BYTES, Envelope, unpack_batch
+from messages.codec import MAX_FRAME_BYTES, Envelope, decode_envelope, unpack_raw
 from messages.errors import DecodeError, PeerError
 from messages.runtime import DeadLetter, Fault, Reply
 
@@ -65,6 +65,7 @@ def main(boot: Boot) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the root's to handle
     watch_parent(boot.death)
     logs.configure(boot.log_level, boot.path)
+    import messages.catalog  # noqa: F401  every tag known in every process
     if isinstance(boot.spec, SupervisorSpec):
         from actors.tree import run_nested
 
@@ -119,7 +120,10 @@ class Runner:
         spec = self.boot.spec
         return ActorContext(self.boot.path, self.boot.rundir, self.transport,
                             dict(spec.config) if isinstance(spec, ChildSpec) else {},
-                            self.boot.sockets)
+                            self.boot.sockets, spawner=self.spawn)
+
+    def spawn(self, coro: Any) -> Any:
+        raise TypeError("only asyncio actors run background tasks")
 
     def ready(self) -> None:
         self.boot.status.send(("ready", os.getpid()))
@@ -141,7 +145,7 @@ class Runner:
 
     def dead_letter(self, batch: bytes, index: int, attempts: int) -> None:
         try:
-            env = unpack_batch(batch)[index]
+            env = decode_envelope(unpack_raw(batch)[index])
         except (DecodeError, IndexError):
             return
         summary = repr(env.msg)[:200]
@@ -154,15 +158,26 @@ class Runner:
             self.transport.reply(env.reply_to, env.corr,
                                  Reply(False, None, "DeadLetter", f"set aside: {summary}"))
 
-    def decode(self, data: bytes) -> list[Envelope] | None:
-        if len(data) > MAX_FRAME_BYTES:
-            data = b""  # truncated by recv: refuse it whole
+    def decode(self, data: bytes) -> list[Envelope | None] | None:
+        """The batch's envelopes; a malformed one is counted and stands as None, so it spoils
+        only itself and the indexes in the control block stay those of the datagram."""
         try:
-            return unpack_batch(data)
+            raw = unpack_raw(data if len(data) <= MAX_FRAME_BYTES else b"")
         except DecodeError as exc:
-            self.control.count(malformed=1)
-            log.warning("malformed mailbox frame dropped", extra={"error": str(exc)})
+            self.malformed(exc)
             return None
+        envelopes: list[Envelope | None] = []
+        for item in raw:
+            try:
+                envelopes.append(decode_envelope(item))
+            except DecodeError as exc:
+                self.malformed(exc)
+                envelopes.append(None)
+        return envelopes
+
+    def malformed(self, exc: DecodeError) -> None:
+        self.control.count(malformed=1)
+        log.warning("malformed mailbox frame dropped", extra={"error": str(exc)})
 
     def inject(self, fault: Fault, index: int) -> None:
         """Carry out a fault. The message is marked handled first, so it is not redelivered."""
@@ -227,6 +242,23 @@ class AsyncRunner(Runner):
         self.transport.flush()
         return 0
 
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        """A background task of the actor: if it dies of an error, the actor crashes with it
+        (on_failure, then exit), as if a handler had raised."""
+        task = asyncio.get_running_loop().create_task(coro)
+        task.add_done_callback(self.task_done)
+        return task
+
+    def task_done(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        log.error("background task crashed", exc_info=exc)
+        try:
+            self.actor.on_failure(exc)  # type: ignore[arg-type]
+        finally:
+            self.crash(f"{type(exc).__name__}: {exc}")
+
     def stop(self, serving: asyncio.Task[None]) -> None:
         """SIGTERM: finish the message in hand, then stop (cancel only a task waiting idle)."""
         self.stopping = True
@@ -256,6 +288,8 @@ class AsyncRunner(Runner):
             self.control.hold(data)
         for index in range(start, len(envelopes)):
             env = envelopes[index]
+            if env is None:
+                continue
             self.control.at(index, attempts if index == start else 0)
             try:
                 if isinstance(env.msg, Fault):
@@ -263,6 +297,9 @@ class AsyncRunner(Runner):
                 self.answered(env, await settle(self.actor.on_receive(env.msg)))
             except Exception as exc:  # the actor's own errors: see Runner.failed
                 self.failed(env, exc)
+        # What the handlers told others leaves before the batch counts as handled, so a crash
+        # in between redelivers the input rather than losing its consequences.
+        self.transport.flush()
         self.control.release()
         self.control.count(handled=len(envelopes) - start)
 
@@ -298,6 +335,8 @@ class BlockingRunner(Runner):
             self.control.hold(data)
         for index in range(start, len(envelopes)):
             env = envelopes[index]
+            if env is None:
+                continue
             self.control.at(index, attempts if index == start else 0)
             try:
                 if isinstance(env.msg, Fault):

@@ -58,6 +58,7 @@ class Outlet:
         self.file = file
         self.ephemeral = ephemeral  # a reply socket: if it is gone, its asker is gone too
         self.pending: deque[bytes] = deque()
+        self.failures = 0  # consecutive attempts that found no mailbox
         self.sock: socket.socket | None = None
 
     def fileno(self) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 import select
 import threading
@@ -26,6 +27,8 @@ from actors.mailbox import Outlet, mailbox_file, reply_socket
 from messages.codec import MAX_FRAME_BYTES, decode_envelope, encode_envelope, unpack_batch
 from messages.errors import ActorUnavailable, AskTimeout, DecodeError, RemoteError
 from messages.runtime import Reply
+
+log = logging.getLogger("actors.transport")
 
 RETRY = 0.02  # seconds between attempts to reach a mailbox that is missing
 SEND_DEADLINE = 10.0  # a blocking send gives up (ActorUnavailable) after this long
@@ -127,13 +130,21 @@ class AsyncTransport(Transport):
     def _flush_one(self, out: Outlet) -> None:
         try:
             if out.flush():
+                out.failures = 0
                 return
             self.loop.add_writer(out.fileno(), self._writable, out)
-        except ActorUnavailable:
+        except ActorUnavailable as exc:
             if out.ephemeral:
                 out.pending.clear()  # a reply socket that is gone: its asker died
                 return
-            self.loop.call_later(RETRY, self._flush_one, out)
+            out.failures += 1
+            if out.failures in (1, 50, 500) or out.failures % 5000 == 0:
+                log.warning("mailbox unavailable, messages kept and retried",
+                            extra={"mailbox": out.file, "queued": len(out.pending),
+                                   "attempts": out.failures, "error": exc.reason})
+            # Back off from 20 ms to 1 s: a restarting subtree is back in milliseconds, a
+            # mistyped path never is.
+            self.loop.call_later(min(RETRY * out.failures, 1.0), self._flush_one, out)
 
     def _writable(self, out: Outlet) -> None:
         self.loop.remove_writer(out.fileno())

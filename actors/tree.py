@@ -82,7 +82,7 @@ def bind_socket(spec: SocketSpec) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((spec.host, spec.port))
     if spec.kind == "tcp":
-        sock.listen(1024)
+        sock.listen(4096)  # connection storms (thousands of workers at once); capped by somaxconn
     return sock
 
 

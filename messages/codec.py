@@ -138,6 +138,11 @@ def encode(msg: Any, corr: int = 0, reply_to: str | None = None) -> bytes:
 
 def unpack_batch(data: bytes) -> list[Envelope]:
     """Decode a mailbox datagram; raises only DecodeError."""
+    return [decode_envelope(item) for item in unpack_raw(data)]
+
+
+def unpack_raw(data: bytes) -> list[Any]:
+    """The envelopes of a batch, not yet decoded, so one bad envelope spoils only itself."""
     if len(data) > MAX_FRAME_BYTES:
         raise FrameTooLarge(f"frame of {len(data)} bytes exceeds {MAX_FRAME_BYTES}")
     try:
@@ -146,7 +151,7 @@ def unpack_batch(data: bytes) -> list[Envelope]:
         raise DecodeError(f"not msgpack: {type(exc).__name__}: {exc}") from None
     if not isinstance(raw, list):
         raise DecodeError(f"a batch is a msgpack array, got {type(raw).__name__}")
-    return [decode_envelope(item) for item in raw]
+    return raw
 
 
 def decode_envelope(item: Any) -> Envelope:
@@ -189,5 +194,5 @@ class Message:
 
 __all__ = [
     "MAX_FRAME_BYTES", "Envelope", "Message", "message", "encode", "encode_envelope",
-    "pack_batch", "unpack_batch", "decode_envelope", "registered",
+    "pack_batch", "unpack_batch", "unpack_raw", "decode_envelope", "registered",
 ]

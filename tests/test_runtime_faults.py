@@ -7,14 +7,17 @@ import os
 import signal
 import socket
 
+import msgpack
 import pytest
 from conftest import alive, descendants, wait_until, within
 
 from actors.client import Client
 from actors.mailbox import mailbox_file
 from actors.testing import read_record
+from messages.codec import encode_envelope
 from messages.errors import RemoteError
 from messages.runtime import Fault, Probe
+from messages.tags import Tag
 
 
 @pytest.fixture
@@ -108,6 +111,17 @@ def test_malformed_frame_is_counted_and_the_actor_carries_on(basic) -> None:  # 
     assert client.ask("t/a", Probe("x", 1)) == 1
     node = client.node("t", "t/a")
     assert node["malformed"] == 3 and node["pid"] == old
+
+
+def test_a_bad_envelope_spoils_only_itself(basic) -> None:  # noqa: ANN001
+    tree, client = basic
+    good = [encode_envelope(Probe("x", 1)), [9999, []], [Tag.PROBE, ["x", "two", b""]],
+            encode_envelope(Probe("x", 4))]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as raw:
+        raw.sendto(msgpack.packb(good, use_bin_type=True), mailbox_file(tree.rundir, "t/a"))
+    assert client.ask("t/a", Probe("sync", 0)) == 0
+    assert [s for who, s in read_record(str(tree.workdir / "a.rec")) if who == "x"] == [1, 4]
+    assert client.node("t", "t/a")["malformed"] == 2
 
 
 def test_nested_supervisor_restarts_its_child(basic) -> None:  # noqa: ANN001
