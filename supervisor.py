@@ -55,9 +55,12 @@ def optional(module: str, name: str, issue: str) -> Callable[..., Any]:
 # -- run commands ---------------------------------------------------------------------------------
 def cmd_rendezvous(args: argparse.Namespace) -> int:
     from actors import run_root
+    from actors.rendezvous.tree import rendezvous_spec
 
-    spec = optional("actors.rendezvous.tree", "rendezvous_spec", "rendezvous service")(
-        args.host, args.port, args.stun_port, token=os.environ.get("RENDEZVOUS_TOKEN") or None)
+    proxies = [p for p in os.environ.get("RENDEZVOUS_TRUSTED_PROXIES", "").split(",") if p]
+    spec = rendezvous_spec(args.host, args.port, args.stun_port, trusted_proxies=proxies,
+                           token=os.environ.get("RENDEZVOUS_TOKEN") or None,
+                           max_workers=args.max_workers)
     return run_root(spec, rundir=args.rundir, log_level=args.log_level,
                     on_ready=lambda tree: announce(f"rendezvous on http://{args.host}:{args.port}"
                                                    f" (STUN udp {args.stun_port})", tree))
@@ -160,6 +163,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--stun-port", type=port,
                    default=env_int("RENDEZVOUS_STUN_PORT", DEFAULT_STUN_PORT),
                    help="embedded STUN responder's UDP port (env RENDEZVOUS_STUN_PORT, 3478)")
+    r.add_argument("--max-workers", type=int, default=env_int("RENDEZVOUS_MAX_WORKERS", 10_000),
+                   help="cap on registered workers (env RENDEZVOUS_MAX_WORKERS, 10000)")
     r.set_defaults(run=cmd_rendezvous)
 
     w = sub.add_parser("worker", help="run a worker (flags override the environment variables)")

@@ -1,0 +1,308 @@
+"""The rendezvous_client actor: the worker's WebSocket to the rendezvous service (seeds/000 §2.1).
+
+It connects to ``{rendezvous_url}/ws/register/{worker_id}`` (with ``Authorization: Bearer`` and
+``?token=`` when config ``token`` is set) and, on every connection, sends ``register_public_ip``
+(the address ``/whoami`` or ``ip_echo_url`` sees, and the certificate fingerprint), then
+``update_udp_endpoint`` with the latest ``StunResult``, and again on every changed one. A lost
+connection is retried for ever with exponential backoff and jitter, so after a rendezvous restart
+the worker re-registers by itself; a graceful stop sends ``explicit_deregister`` first.
+
+Offers go to ``udp`` and ``quic`` as ``PeerOffer``; ``peer_disconnected`` as ``PeerGone``.
+An offer from a service of the original protocol has no ``quic_role`` (the lower worker id is
+the client, as both sides compute) and no ``punch_token`` (one is derived from both ids).
+
+``StatusRequest`` answers: ``connected``, ``registered`` (the service acknowledged our endpoint),
+``worker_id``, ``public_ip``, ``endpoint`` ([ip, port] last sent, or None), ``last_offer`` (the
+PeerOffer's fields, or None once the peer is gone: udp and quic ask for it after a restart),
+``reconnects``, ``last_error``, ``path_state``, ``tunnel_state``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import ipaddress
+import json
+import logging
+import random
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, WebSocketException
+
+from actors.actor import Actor
+from actors.worker.stun import crash_on_error
+from messages import wire
+from messages.errors import ActorError, DecodeError
+from messages.worker import (
+    PathStatus,
+    PeerGone,
+    PeerOffer,
+    StatusRequest,
+    StunResult,
+    TunnelStatus,
+    UiEvent,
+)
+from protocol.frames import TOKEN_SIZE
+from protocol.pairing import quic_role
+
+logger = logging.getLogger(__name__)
+
+BACKOFF_FIRST, BACKOFF_CAP = 0.25, 10.0  # seconds before the first and the longest retry
+STABLE = 10.0  # a connection that lasted this long starts the backoff afresh
+MAX_MESSAGE = 64 * 1024  # what the service's edge accepts; its messages are far smaller
+
+
+def reconnect_delay(attempt: int, rng: random.Random, cap: float = BACKOFF_CAP) -> float:
+    """Exponential backoff with equal jitter: many workers cut off by one rendezvous restart
+    come back spread out instead of all at once."""
+    ceiling = min(cap, BACKOFF_FIRST * 2 ** min(attempt, 32))
+    return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+def derived_punch_token(worker_id: str, peer_id: str) -> str:
+    """A token both workers compute alike, for a service that sends none. It is not secret
+    (anyone who knows both ids has it); a service of this project sends a random one."""
+    first, second = sorted((worker_id, peer_id))
+    return hashlib.sha256(f"p2p-punch-token\0{first}\0{second}".encode()).hexdigest()[
+        :2 * TOKEN_SIZE]
+
+
+def offer_from_json(obj: dict[str, Any], worker_id: str) -> PeerOffer:
+    """A ``p2p_connection_offer`` from the service, checked field by field (``DecodeError``)."""
+    peer_id = wire.validate_worker_id(obj.get("peer_worker_id"))
+    host, port = obj.get("peer_udp_ip"), obj.get("peer_udp_port")
+    try:
+        host = str(ipaddress.ip_address(host if isinstance(host, str) else ""))
+        port = int(port) if isinstance(port, int | str) and not isinstance(port, bool) else 0
+    except ValueError:
+        raise DecodeError(f"offer has a bad peer endpoint {str(host)[:40]}:{port!r}") from None
+    if not wire.MIN_PORT <= port <= wire.MAX_PORT:
+        raise DecodeError(f"offer has a bad peer port {port}")
+    role = obj.get("quic_role") or quic_role(worker_id, peer_id)
+    fingerprint = obj.get("peer_cert_fingerprint")
+    token = obj.get("punch_token") or derived_punch_token(worker_id, peer_id)
+    if role not in wire.QUIC_ROLES:
+        raise DecodeError(f"offer has an unknown quic_role {str(role)[:20]!r}")
+    if fingerprint is not None and not (isinstance(fingerprint, str)
+                                        and wire.FINGERPRINT_PATTERN.fullmatch(fingerprint)):
+        raise DecodeError("offer has a peer_cert_fingerprint that is not 64 hex digits")
+    if not (isinstance(token, str) and len(token) == 2 * TOKEN_SIZE and is_hex(token)):
+        raise DecodeError(f"offer has a punch_token that is not {TOKEN_SIZE} bytes of hex")
+    return PeerOffer(peer_id, host, port, role, fingerprint and fingerprint.lower(), token.lower())
+
+
+def is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in text)
+
+
+def server_message(text: str | bytes) -> dict[str, Any]:
+    """One frame from the service as a JSON object with a string ``type``, or ``DecodeError``."""
+    if len(text) > MAX_MESSAGE:
+        raise DecodeError(f"a {len(text)}-byte message from the service is over the limit")
+    try:
+        obj = json.loads(text, parse_constant=refuse_constant)
+    except (ValueError, RecursionError) as exc:
+        raise DecodeError(f"the service sent something that is not JSON: {exc}") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
+        raise DecodeError("the service sent a message without a 'type'")
+    return obj
+
+
+def refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON (RFC 8259 section 6)")
+
+
+class RendezvousClient(Actor):
+    def on_start(self) -> None:
+        cfg = self.ctx.config
+        self.worker_id: str = cfg["worker_id"]
+        self.ws: ClientConnection | None = None
+        self.stun: StunResult | None = None
+        self.endpoint: tuple[str, int] | None = None
+        self.offer: PeerOffer | None = None
+        self.state: dict[str, Any] = {"connected": False, "registered": False, "public_ip": None,
+                                      "reconnects": 0, "last_error": "", "path_state": None,
+                                      "tunnel_state": None}
+        self.stopping = False
+        self.loop = asyncio.get_running_loop()
+        self.task = self.loop.create_task(self.keep_connected())
+        self.task.add_done_callback(crash_on_error)
+
+    async def on_receive(self, msg: Any) -> Any:
+        if isinstance(msg, StunResult):
+            self.stun = msg if msg.ok else self.stun  # a failed check keeps the last mapping
+            return await self.send_endpoint()
+        if isinstance(msg, StatusRequest):
+            return self.status()
+        if isinstance(msg, PathStatus | TunnelStatus):
+            self.state["path_state" if isinstance(msg, PathStatus) else "tunnel_state"] = msg.state
+            return None
+        return super().on_receive(msg)
+
+    async def on_stop(self) -> None:
+        self.stopping = True
+        if self.ws is not None:
+            with contextlib.suppress(ConnectionClosed, TimeoutError):
+                await asyncio.wait_for(self.say({"type": "explicit_deregister"}), 1.0)
+                await asyncio.wait_for(self.ws.close(1001, "worker stopping"), 1.0)
+        self.task.cancel()
+
+    def status(self) -> dict[str, Any]:
+        offer = dataclasses.asdict(self.offer) if self.offer else None
+        return {**self.state, "worker_id": self.worker_id, "last_offer": offer,
+                "endpoint": list(self.endpoint) if self.endpoint else None}
+
+    # -- the connection ---------------------------------------------------------------------
+
+    async def keep_connected(self) -> None:
+        rng, attempt = random.Random(), 0
+        await self.recall_stun()
+        while not self.stopping:
+            started = self.loop.time()
+            try:
+                await self.connect_once()
+            except (OSError, TimeoutError, WebSocketException) as exc:
+                self.lost(f"{type(exc).__name__}: {exc}")
+            attempt = 0 if self.loop.time() - started >= STABLE else attempt + 1
+            self.state["reconnects"] += 1
+            await asyncio.sleep(reconnect_delay(attempt, rng))
+
+    async def recall_stun(self) -> None:
+        """After a restart of this actor only: the mapping the stun actor already found."""
+        try:
+            found = await self.ctx.ref("stun").ask(StatusRequest(), 2.0)
+        except ActorError as exc:
+            logger.info("no STUN mapping from the stun actor yet", extra={"error": str(exc)})
+            return
+        if self.stun is None and isinstance(found, dict) and found.get("ok"):
+            self.stun = StunResult(True, found["public_ip"], int(found["public_port"]),
+                                   str(found.get("nat_type", "")), "")
+
+    async def connect_once(self) -> None:
+        cfg, token = self.ctx.config, self.ctx.config.get("token") or ""
+        url = f"{cfg['rendezvous_url']}/ws/register/{self.worker_id}"
+        url += f"?token={quote(token, safe='')}" if token else ""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.ui_status("connecting", f"connecting to {cfg['rendezvous_url']}")
+        async with connect(url, additional_headers=headers, open_timeout=10.0,
+                           ping_interval=float(cfg.get("ping_interval", 25.0)),
+                           ping_timeout=float(cfg.get("ping_timeout", 25.0)),
+                           max_size=MAX_MESSAGE) as ws:
+            await self.register(ws)
+            try:
+                async for text in ws:
+                    self.handle(text)
+            finally:
+                self.ws, self.endpoint = None, None
+            self.lost(f"closed by the service: {ws.close_code} {ws.close_reason}".strip())
+
+    async def register(self, ws: ClientConnection) -> None:
+        """register_public_ip goes first, as in the original; then the endpoint, if known."""
+        self.state.update(connected=True, registered=False, last_error="")
+        self.ui_status("connected", "connected to the rendezvous service")
+        ip = self.state["public_ip"] = await self.public_ip()
+        if ip is not None:
+            await ws.send(wire.encode({"type": "register_public_ip", "ip": ip,
+                                       "cert_fingerprint": self.ctx.config.get("fingerprint")}))
+        self.ws, self.endpoint = ws, None
+        await self.send_endpoint()
+
+    async def public_ip(self) -> str | None:
+        """Our address as an HTTP service sees it: JSON ``{"ip": ...}`` or plain text."""
+        base = self.ctx.config["rendezvous_url"].replace("ws", "http", 1)
+        url = self.ctx.config.get("ip_echo_url") or f"{base}/whoami"
+        try:
+            async with httpx.AsyncClient(timeout=5.0) as http:
+                body = (await http.get(url)).raise_for_status().text.strip()
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                body = json.loads(body).get("ip")
+            return str(ipaddress.ip_address(body))
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
+            logger.warning("public IP lookup failed", extra={"url": url, "error": str(exc)})
+            return None
+
+    async def send_endpoint(self) -> None:
+        if self.ws is None or self.stun is None or self.endpoint == (self.stun.host,
+                                                                     self.stun.port):
+            return
+        self.endpoint = (self.stun.host, self.stun.port)
+        await self.say({"type": "update_udp_endpoint", "udp_ip": self.stun.host,
+                        "udp_port": self.stun.port,
+                        "cert_fingerprint": self.ctx.config.get("fingerprint")})
+
+    async def say(self, message: dict[str, Any]) -> None:
+        if self.ws is not None:
+            with contextlib.suppress(ConnectionClosed):  # the receive loop reconnects
+                await self.ws.send(wire.encode(message))
+
+    def lost(self, reason: str) -> None:
+        self.state.update(connected=False, registered=False, last_error=reason)
+        if not self.stopping:
+            logger.warning("rendezvous connection lost", extra={"reason": reason})
+            self.ui_status("disconnected", f"rendezvous connection lost ({reason}); retrying")
+
+    # -- what the service says ------------------------------------------------------------
+
+    def handle(self, text: str | bytes) -> None:
+        try:
+            obj = server_message(text)
+            handler = HANDLERS.get(obj["type"])
+            if handler is None:
+                logger.info("message type from the service ignored", extra={"type": obj["type"]})
+            else:
+                handler(self, obj)
+        except DecodeError as exc:
+            logger.warning("bad message from the rendezvous service", extra={"error": str(exc)})
+
+    def acknowledged(self, obj: dict[str, Any]) -> None:
+        if obj.get("status") == wire.ACK_ERROR:
+            self.ui({"type": "error", "message": f"rendezvous refused our endpoint: "
+                                                 f"{str(obj.get('detail'))[:200]}"})
+            return
+        self.state["registered"] = True
+        self.ui_status("registered", f"registered with UDP endpoint {self.endpoint}")
+
+    def offered(self, obj: dict[str, Any]) -> None:
+        self.offer = offer = offer_from_json(obj, self.worker_id)
+        self.ctx.ref("udp").tell(offer)
+        self.ctx.ref("quic").tell(offer)
+        self.ui({"type": "p2p_status_update", "peer_id": offer.peer_id,
+                 "message": f"paired with {offer.peer_id} at {offer.host}:{offer.port} "
+                            f"(QUIC {offer.quic_role}); punching"})
+
+    def peer_left(self, obj: dict[str, Any]) -> None:
+        peer_id = str(obj.get("peer_worker_id") or (self.offer and self.offer.peer_id) or "")
+        if self.offer is None or self.offer.peer_id != peer_id:
+            return  # about a pairing we no longer hold
+        reason = str(obj.get("reason") or "disconnected")[:200]
+        self.offer = None
+        self.ctx.ref("udp").tell(PeerGone(peer_id, reason))
+        self.ctx.ref("quic").tell(PeerGone(peer_id, reason))
+        self.ui({"type": "p2p_status_update", "peer_id": peer_id,
+                 "message": f"peer {peer_id} left the rendezvous ({reason})"})
+
+    def refused(self, obj: dict[str, Any]) -> None:
+        self.ui({"type": "error", "message": f"rendezvous: {str(obj.get('message'))[:300]}"})
+
+    def echoed(self, obj: dict[str, Any]) -> None:
+        payload = obj.get("payload")
+        text = payload if isinstance(payload, str) else wire.encode(payload)
+        self.ui({"type": "rendezvous_echo_response",
+                 "payload": text[:wire.MAX_ECHO_PAYLOAD_BYTES]})
+
+    def ui_status(self, state: str, message: str) -> None:
+        self.ui({"type": "rendezvous_status", "state": state, "message": message})
+
+    def ui(self, payload: dict[str, Any]) -> None:
+        self.ctx.ref("ui").tell(UiEvent(payload))
+
+
+HANDLERS = {"udp_endpoint_ack": RendezvousClient.acknowledged,
+            "p2p_connection_offer": RendezvousClient.offered,
+            "peer_disconnected": RendezvousClient.peer_left,
+            "error": RendezvousClient.refused, "echo_response": RendezvousClient.echoed}
