@@ -67,7 +67,7 @@ class ActorContext:
 
     @property
     def parent(self) -> Ref:
-        return self.ref(self.path.rsplit("/", 1)[0])
+        return Ref(self.path.rsplit("/", 1)[0], self.transport)
 
     def ref(self, path: str) -> Ref:
         """A path relative to this actor's parent (``"quic"``) or absolute (``"worker/quic"``)."""

@@ -273,11 +273,16 @@ class AsyncRunner(Runner):
     async def serve_mailbox(self, loop: asyncio.AbstractEventLoop) -> None:
         mbox = self.boot.mailbox
         mbox.setblocking(False)
+        # uvloop's sock_recv yields to other tasks on every call; asyncio's does not when data
+        # is waiting, so without uvloop a busy mailbox would starve the heartbeat.
+        must_yield = "uvloop" not in type(loop).__module__
         while not self.stopping:
             self.idle = True
             data = await loop.sock_recv(mbox, MAX_FRAME_BYTES + 1)
             self.idle = False
             await self.handle(data, 0, 0)
+            if must_yield:
+                await asyncio.sleep(0)
 
     async def handle(self, data: bytes, start: int, attempts: int) -> None:
         envelopes = self.decode(data)

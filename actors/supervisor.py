@@ -52,7 +52,6 @@ class Supervisor(pykka.ThreadingActor):
         self.path, self.spec, self.tree = path, spec, tree
         self.transport = SyncTransport(tree.rundir)
         self.control = control  # our own heartbeat, when we are a child ourselves
-        self.subscribers: list[str] = []
         self.plan = RestartPlan([(c.name, c.restart) for c in spec.children], spec.strategy,
                                 max_restarts=spec.max_restarts, period=spec.period,
                                 backoff=spec.backoff, backoff_max=spec.backoff_max)
@@ -237,10 +236,6 @@ class Supervisor(pykka.ThreadingActor):
                 return str(self.transport.ask(st.path, msg, timeout=30.0))
         raise UsageError(f"no actor at {path}")
 
-    def subscribe(self, path: str) -> None:
-        if path not in self.subscribers:
-            self.subscribers.append(path)
-
     def publish(self, kind: str, path: str, pid: int, reason: str) -> None:
         """Log a tree event and send it to the subscribers and up the tree."""
         quiet = kind in ("started", "stopped", "restarted")
@@ -249,7 +244,7 @@ class Supervisor(pykka.ThreadingActor):
         self.relay(TreeEvent(kind, path, pid, reason, time.time()))
 
     def relay(self, event: TreeEvent) -> None:
-        targets = list(self.subscribers)
+        targets = list(self.tree.subscribers)
         if self.tree.parent:
             targets.append(self.tree.parent)
         for target in targets:

@@ -56,6 +56,9 @@ class Tree:
     pid: int = field(default_factory=os.getpid)
     started_at: float = field(default_factory=time.monotonic)
     bound: dict[str, dict[str, socket.socket]] = field(default_factory=dict)
+    # Paths that get this supervisor's tree events. Written by the control thread (so a child may
+    # subscribe while its supervisor is still busy starting it), read by the supervisor actor.
+    subscribers: list[str] = field(default_factory=list)
 
     def control_file(self, path: str) -> str:
         return os.path.join(self.rundir, path.replace("/", ".") + ".ctl")
@@ -216,7 +219,10 @@ def control_request(sup: Any, msg: Any) -> Any:
     if isinstance(msg, StopChild):
         return sup.stop_child(msg.path).get(timeout=60)
     if isinstance(msg, Subscribe):
-        return sup.subscribe(msg.path).get(timeout=5)
+        subscribers = sup.tree.get(timeout=5).subscribers
+        if msg.path not in subscribers:
+            subscribers.append(msg.path)
+        return None
     if isinstance(msg, TreeEvent):
         return sup.relay(msg).get(timeout=5)
     if isinstance(msg, DeadLetter):

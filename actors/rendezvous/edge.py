@@ -12,13 +12,11 @@ registry drops every record of an older one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import time
 from typing import Any
 
-import uvicorn
 from starlette.websockets import WebSocket
 
 from actors.actor import Actor, Ref
@@ -29,6 +27,7 @@ from actors.rendezvous.edge_app import (
     Session,
     build_app,
 )
+from actors.web import HostedApp
 from messages import wire
 from messages.errors import DecodeError, UsageError
 from messages.rendezvous import (
@@ -57,13 +56,6 @@ GRACEFUL_SHUTDOWN = 2.0
 PING_INTERVAL = PING_TIMEOUT = 20.0
 
 
-class QuietServer(uvicorn.Server):
-    """uvicorn without its signal handlers: the actor runtime owns SIGTERM."""
-
-    def capture_signals(self) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()
-
-
 class EdgeActor(Actor):
     async def on_start(self) -> None:
         settings = EdgeSettings(
@@ -72,18 +64,11 @@ class EdgeActor(Actor):
             max_workers=int(self.ctx.config.get("max_workers", 1000)))
         registry = self.ctx.ref("registry")
         self.hub = Hub(registry, self.ctx.ref("pairing"), settings, first_connection_id())
-        config = uvicorn.Config(
-            build_app(self.hub, settings), lifespan="on", log_config=None, log_level="warning",
-            access_log=False, proxy_headers=False, server_header=False,
+        self.web = HostedApp(
+            build_app(self.hub, settings), self.ctx.sockets["http"], proxy_headers=False,
             ws_max_size=MAX_WS_FRAME_BYTES, ws_ping_interval=PING_INTERVAL,
             ws_ping_timeout=PING_TIMEOUT, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN)
-        self.server = QuietServer(config)
-        self.serving = asyncio.ensure_future(self.server.serve(sockets=[self.ctx.sockets["http"]]))
-        while not self.server.started:
-            if self.serving.done():
-                self.serving.result()
-                raise RuntimeError("uvicorn stopped before it started serving")
-            await asyncio.sleep(0.005)
+        await self.web.start()
         registry.tell(EdgeStarted(self.hub.first_connection_id))
 
     def on_receive(self, msg: Any) -> Any:
@@ -98,8 +83,7 @@ class EdgeActor(Actor):
         return super().on_receive(msg)
 
     async def on_stop(self) -> None:
-        self.server.should_exit = True
-        await self.serving
+        await self.web.stop()
 
 
 class Hub:

@@ -9,16 +9,14 @@ path, tunnel and STUN messages say, for ``init_info``, ``ui_client_hello`` and `
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
-from actors.actor import Actor, Ref
+from actors.actor import Actor
+from actors.web import HostedApp
 from actors.worker.ui_app import WS_MAX_SIZE, UiApp, UiClient, UiHub, error
 from messages.errors import ActorError, DecodeError
 from messages.runtime import RestartChild, Subscribe, TreeEvent, TreeRequest
@@ -37,7 +35,6 @@ from messages.worker import (
 log = logging.getLogger(__name__)
 
 PAGE = Path(__file__).resolve().parents[2] / "ui" / "index.html"
-START_TIMEOUT = 10.0  # seconds for uvicorn to listen, inside the child's start timeout (15 s)
 GRACEFUL_SHUTDOWN = 1  # uvicorn's wait for open sessions; well inside the 5 s shutdown timeout
 TREE_TIMEOUT = 5.0
 RESTART_TIMEOUT = 60.0  # a restart waits out the child's shutdown and start timeouts
@@ -53,15 +50,6 @@ FORWARDED: dict[str, tuple[str, Callable[[dict[str, Any]], Any]]] = {
 }
 
 
-class QuietServer(uvicorn.Server):
-    """uvicorn without its signal handlers: SIGTERM belongs to the actor runtime (a graceful stop
-    runs ``on_stop``) and SIGINT to the root; ``capture_signals`` would take both over."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 class UiActor(Actor):
     async def on_start(self) -> None:
         self.worker_id: str = self.ctx.config.get("worker_id", "")
@@ -69,26 +57,13 @@ class UiActor(Actor):
         self.hub = UiHub()
         self.link = LinkState()
         self.tasks: set[asyncio.Task[Any]] = set()
-        # Not ctx.parent: for a supervisor at the root ("worker") it names "worker/worker".
-        self.supervisor = Ref(self.ctx.path.rsplit("/", 1)[0], self.ctx.transport)
-        config = uvicorn.Config(
-            UiApp(self).asgi(), lifespan="on", log_config=None, log_level="warning",
-            access_log=False, server_header=False, ws_max_size=WS_MAX_SIZE,
-            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN)
-        self.server = QuietServer(config)
-        self.serving = asyncio.ensure_future(self.server.serve(sockets=[self.ctx.sockets["http"]]))
-        await self.listening()
+        self.supervisor = self.ctx.parent
+        self.web = HostedApp(UiApp(self).asgi(), self.ctx.sockets["http"],
+                             ws_max_size=WS_MAX_SIZE, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN)
+        await self.web.start()
         # Not awaited here: the supervisor answers control requests only once it has seen us
         # ready, so asking it from on_start would wait for ourselves.
         self.spawn(self.subscribe())
-
-    async def listening(self) -> None:
-        async with asyncio.timeout(START_TIMEOUT):
-            while not self.server.started:
-                if self.serving.done():
-                    self.serving.result()
-                    raise RuntimeError("uvicorn stopped before it started serving")
-                await asyncio.sleep(0.005)
 
     async def subscribe(self) -> None:
         while True:
@@ -121,8 +96,7 @@ class UiActor(Actor):
     async def on_stop(self) -> None:
         for task in list(self.tasks):
             task.cancel()
-        self.server.should_exit = True
-        await self.serving
+        await self.web.stop()
 
     # -- the backend of ui_app -----------------------------------------------------------------
     def init_info(self) -> dict[str, Any]:
