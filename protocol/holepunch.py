@@ -106,7 +106,7 @@ class HolePunch:
             self.ignored["wrong_sender"] += 1
         elif self._accept_source(frame, addr):
             if isinstance(frame, Punch):
-                self._on_punch(frame)
+                self._on_punch(frame, now)
             else:
                 self._on_ack(frame, now)
             self._connect_if_proven()
@@ -151,9 +151,15 @@ class HolePunch:
         self.peer_addr = addr
         return True
 
-    def _on_punch(self, frame: Punch) -> None:
+    def _on_punch(self, frame: Punch, now: float) -> None:
+        first = self._highest_peer_seq < 0
         self._highest_peer_seq = max(self._highest_peer_seq, frame.seq)
         self._acks_due.append(frame.seq)
+        if first and self._rtt is None and self.state is PunchState.PUNCHING:
+            # The path now works inbound, so our earlier punches were probably dropped before
+            # the peer knew the token (or by its NAT): punch again at once rather than waiting
+            # out the interval; the connection is proven one round trip later.
+            self._next_punch_at = min(self._next_punch_at, now)
 
     def _on_ack(self, frame: PunchAck, now: float) -> None:
         sent_at = self._sent_at.pop(frame.seq, None)

@@ -294,3 +294,21 @@ def test_keepalives_hold_the_path_through_the_nats_until_the_link_is_cut() -> No
     for worker in (alice, bob):
         assert [type(e) for e in drain(worker.path)] == [PathLost]
         assert worker.path.state is PathState.LOST
+
+
+def test_a_late_offer_connects_one_round_trip_after_the_peer_hears_from_us() -> None:
+    """Alice punched before bob knew of her (her first punch was lost); bob's first punch makes
+    her punch again at once instead of waiting out her 50 ms interval."""
+    alice = HolePunch("alice", "bob", ("198.51.100.1", 5000), TOKEN, 0.0)
+    bob = HolePunch("bob", "alice", ("203.0.113.1", 5000), TOKEN, 0.010)
+    alice.datagrams_to_send(0.0)  # lost: bob had no offer yet
+    (punch, _), = bob.datagrams_to_send(0.010)
+    alice.receive_datagram(punch, ("198.51.100.1", 5000), 0.015)
+    sent = [decode_frame(d) for d, _ in alice.datagrams_to_send(0.015)]
+    assert [type(f) for f in sent] == [PunchAck, Punch]  # not only the ack
+    for frame in sent:
+        bob.receive_frame(frame, ("203.0.113.1", 5000), 0.020)
+    assert drain(bob) == [PunchSucceeded(("203.0.113.1", 5000), pytest.approx(0.010))]
+    for data, _ in bob.datagrams_to_send(0.020):
+        alice.receive_datagram(data, ("198.51.100.1", 5000), 0.025)
+    assert drain(alice) == [PunchSucceeded(("198.51.100.1", 5000), pytest.approx(0.010))]
