@@ -20,6 +20,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -179,6 +180,26 @@ class Runner:
         self.control.count(malformed=1)
         log.warning("malformed mailbox frame dropped", extra={"error": str(exc)})
 
+    def batch(self, data: bytes, start: int, attempts: int) -> Iterator[tuple[int, Envelope]]:
+        """The messages of a mailbox datagram to handle, from ``start``, with the control block
+        kept current: held before the first, the index in hand as they go, released after the
+        last — once what the handlers told others has left."""
+        envelopes = self.decode(data)
+        if envelopes is None:
+            self.control.release()
+            return
+        if start == 0:
+            self.control.hold(data)
+        for index in range(start, len(envelopes)):
+            env = envelopes[index]
+            if env is not None:
+                self.control.at(index, attempts if index == start else 0)
+                yield index, env
+        # A crash before this flush redelivers the input rather than losing its consequences.
+        self.transport.flush()
+        self.control.release()
+        self.control.count(handled=len(envelopes) - start)
+
     def inject(self, fault: Fault, index: int) -> None:
         """Carry out a fault. The message is marked handled first, so it is not redelivered."""
         self.control.at(index + 1)
@@ -285,28 +306,13 @@ class AsyncRunner(Runner):
                 await asyncio.sleep(0)
 
     async def handle(self, data: bytes, start: int, attempts: int) -> None:
-        envelopes = self.decode(data)
-        if envelopes is None:
-            self.control.release()
-            return
-        if start == 0:
-            self.control.hold(data)
-        for index in range(start, len(envelopes)):
-            env = envelopes[index]
-            if env is None:
-                continue
-            self.control.at(index, attempts if index == start else 0)
+        for index, env in self.batch(data, start, attempts):
             try:
                 if isinstance(env.msg, Fault):
                     self.inject(env.msg, index)
                 self.answered(env, await settle(self.actor.on_receive(env.msg)))
             except Exception as exc:  # the actor's own errors: see Runner.failed
                 self.failed(env, exc)
-        # What the handlers told others leaves before the batch counts as handled, so a crash
-        # in between redelivers the input rather than losing its consequences.
-        self.transport.flush()
-        self.control.release()
-        self.control.count(handled=len(envelopes) - start)
 
 
 class BlockingRunner(Runner):
@@ -332,17 +338,7 @@ class BlockingRunner(Runner):
         return 0
 
     def handle(self, data: bytes, start: int, attempts: int) -> None:
-        envelopes = self.decode(data)
-        if envelopes is None:
-            self.control.release()
-            return
-        if start == 0:
-            self.control.hold(data)
-        for index in range(start, len(envelopes)):
-            env = envelopes[index]
-            if env is None:
-                continue
-            self.control.at(index, attempts if index == start else 0)
+        for index, env in self.batch(data, start, attempts):
             try:
                 if isinstance(env.msg, Fault):
                     self.inject(env.msg, index)
@@ -350,8 +346,6 @@ class BlockingRunner(Runner):
             except Exception as exc:
                 self.failed(env, exc)
             self.control.beat(time.monotonic())
-        self.control.release()
-        self.control.count(handled=len(envelopes) - start)
 
 
 def loop_factory() -> Any:
