@@ -236,12 +236,14 @@ class SyncTransport(Transport):
 
     def _await_reply(self, path: str, msg: Any, corr: int, deadline: float) -> Reply:
         while (left := deadline - time.monotonic()) > 0:
-            ready, _, _ = select.select([self.replies], [], [], left)
-            if not ready:
+            self.replies.settimeout(left)  # one blocking recv, not a select then a recv
+            try:
+                data = self.replies.recv(MAX_FRAME_BYTES)
+            except (TimeoutError, BlockingIOError):
                 break
             try:
-                envelopes = unpack_batch(self.replies.recv(MAX_FRAME_BYTES))
-            except (DecodeError, BlockingIOError):
+                envelopes = unpack_batch(data)
+            except DecodeError:
                 continue
             for env in envelopes:
                 if env.corr == corr and isinstance(env.msg, Reply):
