@@ -71,6 +71,7 @@ def main(boot: Boot) -> None:
         from actors.tree import run_nested
 
         leave(run_nested(boot))
+    assert isinstance(boot.spec, ChildSpec)
     cls = load_actor(boot.spec.actor)
     runner = BlockingRunner(boot, cls) if cls.blocking else AsyncRunner(boot, cls)
     leave(runner.run())

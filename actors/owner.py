@@ -86,7 +86,8 @@ class ChildOwner(pykka.ThreadingActor):
         death_r, death_w = self.context.Pipe(duplex=False)
         boot = child.Boot(path=self.path, spec=self.spec, death=death_r, status=status_w,
                           **self.boot)
-        process = self.context.Process(target=child.main, args=(boot,), name=self.path)
+        process = self.context.Process(  # type: ignore[attr-defined]
+            target=child.main, args=(boot,), name=self.path)
         process.start()
         status_w.close()
         death_r.close()

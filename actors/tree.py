@@ -16,6 +16,7 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,7 +111,7 @@ def context(preload: list[str]) -> multiprocessing.context.BaseContext:
     return ctx
 
 
-def run_root(spec: SupervisorSpec, *, rundir: str | None = None, preload: list[str] = (),
+def run_root(spec: SupervisorSpec, *, rundir: str | None = None, preload: Sequence[str] = (),
              log_level: int = logging.INFO, on_ready: Any = None) -> int:
     """Run ``spec`` as the root of a tree until SIGINT/SIGTERM or escalation; the exit code."""
     logs.configure(log_level, spec.name)

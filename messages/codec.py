@@ -60,11 +60,15 @@ def message(tag: int) -> Callable[[type], type]:
 def _field_plan(cls: type) -> tuple[Callable[[Any], Any], tuple[Callable[[Any, int], bool], ...]]:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    getter = operator.attrgetter(*names) if names else (lambda _m: ())
-    if len(names) == 1:
-        single = getter
-        getter = lambda m: (single(m),)  # noqa: E731
-    return getter, tuple(_checker(hints[n]) for n in names)
+    return _getter(names), tuple(_checker(hints[n]) for n in names)
+
+
+def _getter(names: list[str]) -> Callable[[Any], tuple[Any, ...]]:
+    """The field values of a message as a tuple, in declaration order."""
+    if not names:
+        return lambda _m: ()
+    get = operator.attrgetter(*names)
+    return (lambda m: (get(m),)) if len(names) == 1 else get
 
 
 def _checker(hint: Any) -> Callable[[Any, int], bool]:

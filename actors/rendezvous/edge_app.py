@@ -136,7 +136,8 @@ class Session:
 def observed_address(connection: HTTPConnection, trusted: Sequence[Any]) -> tuple[str, int | None]:
     """The caller's address; ``X-Forwarded-For`` counts only when the direct peer is a trusted
     proxy, and then the right-most hop that is not itself a trusted proxy is the caller."""
-    host, port = (connection.client.host, connection.client.port) if connection.client else ("", 0)
+    host: str = connection.client.host if connection.client else ""
+    port: int | None = connection.client.port if connection.client else 0
     hops = [hop.strip() for hop in connection.headers.get("x-forwarded-for", "").split(",")]
     while _is_trusted(host, trusted) and hops and hops[-1]:
         hop = hops.pop()

@@ -34,8 +34,8 @@ class WorkerSettings:
     ping_timeout: float
     ip_echo_url: str  # "" means: ask the rendezvous service's /whoami
     token: str  # "" means none
-    cert_pem: str
-    key_pem: str
+    cert_pem: bytes
+    key_pem: bytes
     fingerprint: str
 
     def config(self) -> dict[str, Any]:
