@@ -3,7 +3,8 @@
 A worker enters with ``worker_ready(candidate)`` once it has a UDP endpoint and an open
 connection (the registry decides that), and leaves with ``worker_gone``. Waiting workers are
 paired first come, first served; each worker is in at most one pair. Every call returns events
-that carry the JSON messages to send (``Outbound``), built with ``messages.wire``.
+(``protocol.pairing_events``) that carry the JSON messages to send (``Outbound``), built with
+``messages.wire``; ``snapshot``/``restore`` go through ``protocol.pairing_snapshot``.
 
 Per worker, ``MatchState`` moves along ``MOVES``; ``check_move`` is the one place that allows a
 move. Rules chosen here (docs/PROTOCOL.md repeats them):
@@ -21,22 +22,31 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from enum import Enum
-from typing import Any, TypeAlias
+from typing import Any
 
 from messages import wire
-from messages.errors import DecodeError, IllegalTransition
+from messages.errors import IllegalTransition
+from protocol.pairing_events import (
+    REASON_DEREGISTERED,
+    REASON_DISCONNECTED,
+    REASON_REPAIRED,
+    REASON_REPLACED,
+    Candidate,
+    Outbound,
+    Pair,
+    PairFormed,
+    PairingEvent,
+    PeerLeft,
+    PeerMoved,
+    RequestRefused,
+)
+from protocol.pairing_snapshot import pairing_snapshot, read_pairing_snapshot
 
 logger = logging.getLogger(__name__)
 
 # A punch token ties both offers of one pair together; 16 random bytes cannot be guessed.
 PUNCH_TOKEN_BYTES = 16
-# ``reason`` of a ``peer_disconnected``: why the peer went away.
-REASON_DISCONNECTED = "disconnected"  # its WebSocket closed
-REASON_DEREGISTERED = "deregistered"  # it sent explicit_deregister
-REASON_REPLACED = "replaced"  # a new connection came with the same worker id
-REASON_REPAIRED = "repaired"  # a connect_request moved it to another pair
 
 
 class MatchState(Enum):
@@ -62,68 +72,6 @@ def check_move(worker_id: str, old: MatchState, new: MatchState) -> None:
 def quic_role(worker_id: str, peer_id: str) -> str:
     """The worker whose id sorts lower is the QUIC client; both sides compute the same."""
     return "client" if worker_id < peer_id else "server"
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """What an offer tells the peer about a worker."""
-
-    worker_id: str
-    udp_ip: str
-    udp_port: int
-    cert_fingerprint: str | None = None
-
-
-@dataclass(frozen=True)
-class Pair:
-    first: str
-    second: str
-    punch_token: str
-
-    def peer_of(self, worker_id: str) -> str:
-        return self.second if worker_id == self.first else self.first
-
-
-@dataclass(frozen=True)
-class Outbound:
-    """One JSON message for the worker ``worker_id``."""
-
-    worker_id: str
-    message: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class PairFormed:
-    first: str
-    second: str
-    punch_token: str
-    offers: tuple[Outbound, Outbound]
-
-
-@dataclass(frozen=True)
-class PeerLeft:
-    left_id: str
-    peer_id: str
-    reason: str
-    notice: Outbound
-
-
-@dataclass(frozen=True)
-class PeerMoved:
-    moved_id: str
-    peer_id: str
-    offer: Outbound
-
-
-@dataclass(frozen=True)
-class RequestRefused:
-    worker_id: str
-    code: str
-    reason: str
-    reply: Outbound
-
-
-PairingEvent: TypeAlias = PairFormed | PeerLeft | PeerMoved | RequestRefused
 
 
 def new_punch_token() -> str:
@@ -247,11 +195,7 @@ class PairingTable:
 
     def snapshot(self) -> dict[str, Any]:
         """Plain, msgpack-able state; ``restore`` rebuilds the table from it."""
-        return {
-            "candidates": [asdict(candidate) for candidate in self._candidates.values()],
-            "waiting": list(self._waiting),
-            "pairs": [asdict(pair) for pair in self._unique_pairs()],
-        }
+        return pairing_snapshot(self._candidates.values(), self._waiting, self._unique_pairs())
 
     @classmethod
     def restore(
@@ -263,7 +207,7 @@ class PairingTable:
         afterwards to pair anyone left waiting.
         """
         table = cls(token_factory)
-        candidates, waiting, pairs = _read_snapshot(snapshot)
+        candidates, waiting, pairs = read_pairing_snapshot(snapshot)
         table._candidates = {candidate.worker_id: candidate for candidate in candidates}
         table._pairs = {member: pair for pair in pairs for member in (pair.first, pair.second)}
         table._waiting = dict.fromkeys(waiting)
@@ -278,30 +222,6 @@ class PairingTable:
 
 def _refuse(worker_id: str, code: str, reason: str) -> RequestRefused:
     return RequestRefused(worker_id, code, reason, Outbound(worker_id, wire.error(reason, code)))
-
-
-def _read_snapshot(snapshot: Any) -> tuple[list[Candidate], list[str], list[Pair]]:
-    """Validate a snapshot (it crossed a process boundary) or raise ``DecodeError``."""
-    try:
-        candidates = [_read_candidate(item) for item in snapshot["candidates"]]
-        known = {candidate.worker_id for candidate in candidates}
-        waiting = [wire.validate_worker_id(worker_id) for worker_id in snapshot["waiting"]]
-        pairs = [Pair(item["first"], item["second"], item["punch_token"])
-                 for item in snapshot["pairs"]]
-    except (KeyError, TypeError) as missing:
-        raise DecodeError(f"pairing snapshot is malformed: {missing!r}") from None
-    members = waiting + [member for pair in pairs for member in (pair.first, pair.second)]
-    if not all(isinstance(pair.punch_token, str) for pair in pairs):
-        raise DecodeError("pairing snapshot has a punch token that is not a string")
-    if len(members) != len(set(members)) or not set(members) <= known:
-        raise DecodeError("pairing snapshot puts a worker twice or names an unknown worker")
-    return candidates, waiting, pairs
-
-
-def _read_candidate(item: dict[str, Any]) -> Candidate:
-    endpoint = wire.UpdateUdpEndpoint.from_json(item)
-    return Candidate(wire.validate_worker_id(item["worker_id"]), endpoint.udp_ip,
-                     endpoint.udp_port, endpoint.cert_fingerprint)
 
 
 __all__ = [
