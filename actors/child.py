@@ -10,7 +10,6 @@ same message it is set aside as a dead letter, reported to the supervisor and lo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import inspect
 import logging
@@ -35,6 +34,7 @@ from messages.errors import DecodeError, PeerError
 from messages.runtime import DeadLetter, Fault, Reply
 
 MAX_ATTEMPTS = 3  # crashes on one message before it becomes a dead letter
+READ_BURST = 16  # mailbox datagrams one reader callback handles before the loop runs others
 EXIT_CRASHED = 1
 EXIT_ORPHANED = 3
 EXIT_FAULT = 70
@@ -114,7 +114,6 @@ class Runner:
         self.cls = cls
         self.control = ControlBlock(boot.control_file)
         self.stopping = False
-        self.idle = False
         self.actor: Actor
         self.transport: AsyncTransport | SyncTransport
 
@@ -255,10 +254,13 @@ class AsyncRunner(Runner):
         self.ready()
         if (held := self.resume()) is not None:
             await self.handle(*held)
-        serving = loop.create_task(self.serve_mailbox(loop))
-        loop.add_signal_handler(signal.SIGTERM, self.stop, serving)
-        with contextlib.suppress(asyncio.CancelledError):
-            await serving
+        self.stopped: asyncio.Future[None] = loop.create_future()
+        self.busy: asyncio.Task[None] | None = None
+        loop.add_signal_handler(signal.SIGTERM, self.stop)
+        self.boot.mailbox.setblocking(False)
+        self.reading(True)
+        await self.stopped
+        self.reading(False)
         beating.cancel()
         await settle(self.actor.on_stop())
         self.transport.flush()
@@ -281,33 +283,79 @@ class AsyncRunner(Runner):
         finally:
             self.crash(f"{type(exc).__name__}: {exc}")
 
-    def stop(self, serving: asyncio.Task[None]) -> None:
-        """SIGTERM: finish the message in hand, then stop (cancel only a task waiting idle)."""
+    def stop(self) -> None:
+        """SIGTERM: finish the message in hand, then stop."""
         self.stopping = True
-        if self.idle:
-            serving.cancel()
+        if self.busy is None and not self.stopped.done():
+            self.stopped.set_result(None)
 
     async def beat(self) -> None:
         while True:
             self.control.beat(time.monotonic())
             await asyncio.sleep(BEAT)
 
-    async def serve_mailbox(self, loop: asyncio.AbstractEventLoop) -> None:
-        mbox = self.boot.mailbox
-        mbox.setblocking(False)
-        # uvloop's sock_recv yields to other tasks on every call; asyncio's does not when data
-        # is waiting, so without uvloop a busy mailbox would starve the heartbeat.
-        must_yield = "uvloop" not in type(loop).__module__
-        while not self.stopping:
-            self.idle = True
-            data = await loop.sock_recv(mbox, MAX_FRAME_BYTES + 1)
-            self.idle = False
-            await self.handle(data, 0, 0)
-            if must_yield:
-                await asyncio.sleep(0)
+    # -- the mailbox ----------------------------------------------------------------------------
+    # Messages are handled in the mailbox's reader callback, with no task switch, for as long as
+    # handlers return plain values; a handler that returns an awaitable hands the rest of its
+    # batch to a task and reading pauses until that task is done, so the actor still takes one
+    # message at a time, in order. A callback reads at most READ_BURST datagrams, then lets the
+    # loop run its other work (the heartbeat among it).
+
+    def reading(self, on: bool) -> None:
+        loop, fd = asyncio.get_running_loop(), self.boot.mailbox.fileno()
+        if on:
+            loop.add_reader(fd, self.readable)
+        else:
+            loop.remove_reader(fd)
+
+    def readable(self) -> None:
+        for _ in range(READ_BURST):
+            if self.stopping:
+                self.reading(False)
+                self.stop()
+                return
+            try:
+                data = self.boot.mailbox.recv(MAX_FRAME_BYTES + 1)
+            except BlockingIOError:
+                return
+            if not self.run_batch(self.batch(data, 0, 0)):
+                return
+
+    def run_batch(self, steps: Iterator[tuple[int, Envelope]]) -> bool:
+        """Handle a batch here and now; False if a handler's awaitable took the rest to a task."""
+        for index, env in steps:
+            try:
+                if isinstance(env.msg, Fault):
+                    self.inject(env.msg, index)
+                result = self.actor.on_receive(env.msg)
+                if inspect.isawaitable(result):
+                    self.reading(False)
+                    self.busy = asyncio.get_running_loop().create_task(
+                        self.finish(steps, env, result))
+                    return False
+                self.answered(env, result)
+            except Exception as exc:  # the actor's own errors: see Runner.failed
+                self.failed(env, exc)
+        return True
+
+    async def finish(self, steps: Iterator[tuple[int, Envelope]], env: Envelope,
+                     pending: Any) -> None:
+        try:
+            self.answered(env, await pending)
+        except Exception as exc:
+            self.failed(env, exc)
+        await self.handle_steps(steps)
+        self.busy = None
+        if self.stopping:
+            self.stop()
+        else:
+            self.reading(True)
 
     async def handle(self, data: bytes, start: int, attempts: int) -> None:
-        for index, env in self.batch(data, start, attempts):
+        await self.handle_steps(self.batch(data, start, attempts))
+
+    async def handle_steps(self, steps: Iterator[tuple[int, Envelope]]) -> None:
+        for index, env in steps:
             try:
                 if isinstance(env.msg, Fault):
                     self.inject(env.msg, index)

@@ -79,3 +79,11 @@ def baseline_echo(conn: Any) -> None:
 
     while (data := conn.recv_bytes()) != b"stop":
         conn.send_bytes(msgpack.packb(msgpack.unpackb(data)))
+
+
+def baseline_dgram_echo(sock: Any) -> None:
+    """The same echo over a Unix datagram socket: the transport the mailboxes use."""
+    import msgpack
+
+    while (data := sock.recv(65536)) != b"stop":
+        sock.send(msgpack.packb(msgpack.unpackb(data)))

@@ -4,7 +4,9 @@ baseline measured in the same run.
     python bench/actors.py [--messages 200000] [--asks 2000] [--restarts 20]
 
 Baselines: a raw multiprocessing Pipe between two forkserver processes carrying the same msgpack
-frames (throughput, round trip), and the bare start of a forkserver process (restart latency).
+frames (throughput, round trip), the same echo over a bare Unix datagram socket (the transport
+the mailboxes use; on Linux its wake-ups cost about twice a stream socket's), and the bare start
+of a forkserver process (restart latency).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import argparse
 import multiprocessing
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -25,7 +28,12 @@ import msgpack  # noqa: E402
 
 from actors import ChildSpec, SupervisorSpec, run_root  # noqa: E402
 from actors.client import Client  # noqa: E402
-from actors.testing import baseline_echo, baseline_ready, baseline_sink  # noqa: E402
+from actors.testing import (  # noqa: E402
+    baseline_dgram_echo,
+    baseline_echo,
+    baseline_ready,
+    baseline_sink,
+)
 from actors.tree import PRELOAD  # noqa: E402
 from messages.codec import encode_envelope  # noqa: E402
 from messages.runtime import Probe, ProbeBurst  # noqa: E402
@@ -68,6 +76,21 @@ def raw_round_trips(ctx, n: int) -> list[float]:  # noqa: ANN001
         msgpack.unpackb(a.recv_bytes())
         times.append(time.perf_counter() - start)
     a.send_bytes(b"stop")
+    proc.join()
+    return times
+
+
+def raw_dgram_round_trips(ctx, n: int) -> list[float]:  # noqa: ANN001
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    proc = ctx.Process(target=baseline_dgram_echo, args=(b,))
+    proc.start()
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        a.send(FRAME)
+        msgpack.unpackb(a.recv(65536))
+        times.append(time.perf_counter() - start)
+    a.send(b"stop")
     proc.join()
     return times
 
@@ -159,11 +182,16 @@ def report(ctx, client: Client, args: argparse.Namespace) -> None:  # noqa: ANN0
     print(f"  client -> actor (1/send)  {single:12,.0f} msg/s   ratio {single / raw:.2f}")
     print(f"ask round trip, {args.asks} asks")
     raw_rtt = raw_round_trips(ctx, args.asks)
+    dgram_rtt = raw_dgram_round_trips(ctx, args.asks)
     rtt = ask_round_trips(client, args.asks)
-    for label, t in (("raw Pipe echo", raw_rtt), ("actor ask", rtt)):
+    for label, t in (("raw Pipe echo", raw_rtt), ("raw unix datagram echo", dgram_rtt),
+                     ("actor ask", rtt)):
         print(f"  {label:<24}  median {statistics.median(t) * 1e6:7.1f} us   "
               f"p95 {pct(t, 0.95) * 1e6:7.1f} us")
-    print(f"  ratio (median)            {statistics.median(rtt) / statistics.median(raw_rtt):.2f}")
+    median = statistics.median(rtt)
+    print(f"  ratio (median)            {median / statistics.median(raw_rtt):.2f} vs the Pipe, "
+          f"{median / statistics.median(dgram_rtt):.2f} vs a bare datagram socket (the "
+          f"mailboxes' transport)")
     print(f"restart latency, {args.restarts} kills (kill -9 -> handling messages again)")
     bare, rst = bare_starts(ctx, args.restarts), restarts(client, args.restarts)
     for label, t in (("bare forkserver start", bare), ("actor restart", rst)):
