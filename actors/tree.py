@@ -92,13 +92,39 @@ def bind_socket(spec: SocketSpec) -> socket.socket:
 
 
 def create_tree(spec: SupervisorSpec, rundir: str | None) -> Tree:
-    rundir = rundir or tempfile.mkdtemp(prefix="p2p-", dir=_tmp())
+    if rundir is None:
+        reap_stale_rundirs(_tmp())
+        rundir = tempfile.mkdtemp(prefix=RUNDIR_PREFIX, dir=_tmp())
     os.makedirs(rundir, exist_ok=True)
+    with open(os.path.join(rundir, OWNER_FILE), "w") as f:
+        f.write(str(os.getpid()))
     paths = [spec.name] + [p for p, _ in walk(spec)]
     tree = Tree(rundir, {p: bind_mailbox(mailbox_file(rundir, p)) for p in paths})
     for path in paths:
         ControlBlock(tree.control_file(path), create=True).close()
     return tree
+
+
+RUNDIR_PREFIX = "p2p-"
+OWNER_FILE = "root.pid"
+
+
+def reap_stale_rundirs(parent: str) -> None:
+    """Remove the run directories of roots that died without cleaning up (kill -9): their
+    mailboxes and control blocks would otherwise stay in memory (tmpfs) for good."""
+    for name in os.listdir(parent):
+        rundir = os.path.join(parent, name)
+        if not name.startswith(RUNDIR_PREFIX):
+            continue
+        try:
+            with open(os.path.join(rundir, OWNER_FILE)) as f:
+                owner = int(f.read())
+        except (OSError, ValueError):
+            continue  # not ours, or still being created
+        if not os.path.exists(f"/proc/{owner}"):
+            log.info("removing the run directory of a dead tree", extra={"rundir": rundir,
+                                                                         "pid": owner})
+            shutil.rmtree(rundir, ignore_errors=True)
 
 
 def _tmp() -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 
 import msgpack
 import pytest
@@ -193,3 +194,21 @@ def test_crash_loop_escalates_and_the_root_exits_non_zero(run_tree) -> None:  # 
     assert tree.proc.wait(within(20)) == 1
     assert "restart intensity exceeded" in tree.logs()
     client.close()
+
+
+def test_a_killed_roots_run_directory_is_reaped_by_the_next_root(tmp_path) -> None:  # noqa: ANN001
+    from actors.tree import OWNER_FILE, reap_stale_rundirs
+
+    stale, live, foreign = tmp_path / "p2p-dead", tmp_path / "p2p-live", tmp_path / "p2p-other"
+    for d in (stale, live, foreign):
+        d.mkdir()
+    (stale / OWNER_FILE).write_text(str(_exited_pid()))
+    (live / OWNER_FILE).write_text(str(os.getpid()))
+    reap_stale_rundirs(str(tmp_path))
+    assert not stale.exists() and live.exists() and foreign.exists()
+
+
+def _exited_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
