@@ -51,9 +51,16 @@ class ExitReport:
     reason: str
 
 
+# multiprocessing's forkserver popen reports 255 when it cannot learn a child's exit status: the
+# fork server (the child's real parent) is gone.
+STATUS_LOST = 255
+
+
 def exit_reason(exitcode: int | None, said: str, hang: str) -> str:
     if hang:
         return hang
+    if exitcode == STATUS_LOST and not said:
+        return "fork server lost (exit status unknown; the process was killed to be sure)"
     if exitcode == 0:
         return "normal"
     if exitcode is not None and exitcode < 0:
@@ -129,6 +136,7 @@ class ChildOwner(pykka.ThreadingActor):
                                                                 "timeout": self.spec.shutdown})
                 process.kill()
         process.join()
+        self._kill_if_lost()
         return self._collect("")
 
     def kill(self) -> None:
@@ -141,7 +149,17 @@ class ChildOwner(pykka.ThreadingActor):
         """The process is gone on its own: collect why."""
         if self.process is not None:
             self.process.join()
+            self._kill_if_lost()
         return self._collect(hang)
+
+    def _kill_if_lost(self) -> None:
+        """With its fork server gone, a child looks exited while it may still run (reparented):
+        kill it by pid, so the next incarnation never shares its mailbox with it."""
+        if self.process.exitcode == STATUS_LOST and self.process.pid:
+            try:
+                os.kill(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def _collect(self, hang: str) -> str:
         said = ""

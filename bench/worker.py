@@ -101,11 +101,12 @@ def tunnel_latency(log: Path) -> float | None:
 
 def baseline_pss() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "import aioquic.quic.connection, starlette, "
-                             "uvicorn, websockets, sys; sys.stdin.read()"],
-                            stdin=subprocess.PIPE)
-    time.sleep(1.5)  # let it finish importing; it then just waits on stdin
+                             "uvicorn, websockets, sys; print('imported', flush=True); "
+                             "sys.stdin.read()"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "imported"
     kib = pss_kib(proc.pid)
-    proc.communicate(b"")
+    proc.communicate("")
     return kib
 
 

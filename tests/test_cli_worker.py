@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -83,10 +82,7 @@ def test_worker_registers_reports_its_endpoint_and_deregisters_on_ctrl_c(tmp_pat
                    "w1's STUN endpoint at the rendezvous")
         assert listed()["w1"]["stun_reported_udp_ip"] == "127.0.0.1"
         assert interrupt(worker) == 0
-        deadline = time.monotonic() + within(10)
-        while "w1" in listed() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert "w1" not in listed()
+        wait_until(lambda: "w1" not in listed(), 10, "w1 to leave the rendezvous")
         # it said explicit_deregister before closing, rather than just dropping the connection
         assert "worker w1: ready -> deregistered" in (tmp_path / "rendezvous.log").read_text()
     finally:

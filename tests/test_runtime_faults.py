@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -143,6 +144,25 @@ def test_kill_9_of_a_supervisor_leaves_no_descendant(basic) -> None:  # noqa: AN
     wait_until(lambda: not any(alive(p) for p in below), 5, "t/sub's descendants to exit")
     client.wait_event("restarted", "t/sub", within(10))
     assert client.ask("t/sub/c", Probe("x", 9)) == 9
+
+
+def test_kill_9_of_the_fork_server_restarts_every_child_and_leaves_no_stray(basic) -> None:  # noqa: ANN001
+    tree, client = basic
+    forkserver = next(p for p in descendants(tree.proc.pid)
+                      if "forkserver" in Path(f"/proc/{p}/cmdline").read_text()
+                      and _parent(p) == tree.proc.pid)
+    old = {path: pid_of(client, path) for path in ("t/a", "t/blk", "t/sub")}
+    os.kill(forkserver, signal.SIGKILL)
+    for path in old:
+        client.wait_event("restarted", path, within(10))
+    wait_until(lambda: not any(alive(p) for p in old.values()), 5, "the old incarnations to exit")
+    assert client.ask("t/a", Probe("x", 11)) == 11
+    assert client.ask("t/sub/c", Probe("x", 12)) == 12
+
+
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
 
 
 def test_kill_9_of_the_root_leaves_no_descendant(run_tree) -> None:  # noqa: ANN001
