@@ -64,6 +64,7 @@ class FaultInjected(RuntimeError):
 
 def main(boot: Boot) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the root's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the fork server ignores it; we must not
     watch_parent(boot.death)
     logs.configure(boot.log_level, boot.path)
     import messages.catalog  # noqa: F401  every tag known in every process
