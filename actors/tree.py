@@ -45,8 +45,8 @@ log = logging.getLogger("actors.tree")
 # Imported once by the fork server, so a restarted actor starts in milliseconds rather than
 # re-importing them (aioquic and cryptography take ~300 ms). "__main__" too: otherwise every
 # child re-imports the main script (and all it imports) before it can start.
-PRELOAD = ["actors.forkserver_setup", "__main__", "actors.child", "actors.actor",
-           "messages.catalog", "msgpack", "asyncio", "uvloop"]
+PRELOAD = ["actors.forkserver_setup", "__main__", "actors.child", "actors.runner",
+           "actors.async_runner", "messages.catalog", "msgpack", "asyncio", "uvloop"]
 
 
 @dataclass
