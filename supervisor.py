@@ -66,12 +66,19 @@ def cmd_rendezvous(args: argparse.Namespace) -> int:
                                                    f" (STUN udp {args.stun_port})", tree))
 
 
-WORKER_FLAGS = {  # flag -> the original's environment variable it stands for
-    "rendezvous_url": "RENDEZVOUS_SERVICE_URL", "stun_host": "STUN_HOST",
-    "stun_port": "STUN_PORT", "udp_port": "INTERNAL_UDP_PORT", "port": "PORT",
-    "ping_interval": "PING_INTERVAL_SEC", "ping_timeout": "PING_TIMEOUT_SEC",
-    "worker_id": "WORKER_ID", "udp_host": "UDP_HOST", "ui_host": "UI_HOST",
-    "ip_echo_url": "IP_ECHO_URL",
+WORKER_FLAGS = {  # flag -> (the original's environment variable it stands for, what it is)
+    "rendezvous_url": ("RENDEZVOUS_SERVICE_URL",
+                       "the rendezvous service, http(s):// or ws(s):// (required)"),
+    "stun_host": ("STUN_HOST", "STUN server (default: the rendezvous host)"),
+    "stun_port": ("STUN_PORT", "STUN port (default 3478, the rendezvous' embedded responder)"),
+    "udp_port": ("INTERNAL_UDP_PORT", "the worker's UDP port (default 8081; 0 picks one)"),
+    "port": ("PORT", "the web UI's port (default 8080)"),
+    "ping_interval": ("PING_INTERVAL_SEC", "WebSocket keepalive to the rendezvous (default 25)"),
+    "ping_timeout": ("PING_TIMEOUT_SEC", "how long a keepalive may go unanswered (default 25)"),
+    "worker_id": ("WORKER_ID", "1-64 of [A-Za-z0-9_-] (default: a new UUID)"),
+    "udp_host": ("UDP_HOST", "address the UDP socket binds (default 0.0.0.0)"),
+    "ui_host": ("UI_HOST", "address the web UI binds (default 0.0.0.0)"),
+    "ip_echo_url": ("IP_ECHO_URL", "where to learn the public IP (default: rendezvous /whoami)"),
 }
 
 
@@ -81,7 +88,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from actors.worker.tree import worker_spec
 
     settings = from_env(cert_dir=args.cert_dir,
-                        **{env: getattr(args, flag) for flag, env in WORKER_FLAGS.items()})
+                        **{env: getattr(args, flag) for flag, (env, _) in WORKER_FLAGS.items()})
     ui = f"http://{'127.0.0.1' if settings.ui_host == '0.0.0.0' else settings.ui_host}:" \
          f"{settings.ui_port}/"
     return run_root(worker_spec(settings), rundir=args.rundir, log_level=args.log_level,
@@ -168,9 +175,9 @@ def parser() -> argparse.ArgumentParser:
     r.set_defaults(run=cmd_rendezvous)
 
     w = sub.add_parser("worker", help="run a worker (flags override the environment variables)")
-    for flag, env in WORKER_FLAGS.items():
+    for flag, (env, text) in WORKER_FLAGS.items():
         w.add_argument("--" + flag.replace("_", "-"), dest=flag, default=None,
-                       help=f"(env {env})")
+                       help=f"{text}; env {env}")
     w.add_argument("--cert-dir", default=".",
                    help="where cert.pem/key.pem are read, or written when absent (default .)")
     w.set_defaults(run=cmd_worker)
