@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,18 @@ OPENED: list[Worker] = []  # closed by ``close_all`` whatever a test's outcome
 async def close_all() -> None:
     while OPENED:
         await OPENED.pop().ws.close()
+
+
+def run(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run a test's client side, bounded in time, closing every worker connection it opened."""
+    from conftest import within
+
+    async def bounded() -> Any:
+        try:
+            return await asyncio.wait_for(coro, within(20))
+        finally:
+            await asyncio.wait_for(close_all(), within(5))
+    return asyncio.run(bounded())
 
 
 def announce(tree) -> None:  # noqa: ANN001

@@ -7,26 +7,16 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import within
-from rdv_tree import Rendezvous, Worker, close_all, connect, start_rendezvous, stop_rendezvous
+from rdv_tree import Rendezvous, Worker, connect, run, start_rendezvous, stop_rendezvous
 
 from actors.client import Client
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def run(coro: Coroutine[Any, Any, Any]) -> Any:
-    async def bounded() -> Any:
-        try:
-            return await asyncio.wait_for(coro, within(20))
-        finally:
-            await asyncio.wait_for(close_all(), within(5))
-    return asyncio.run(bounded())
 
 
 @pytest.fixture
