@@ -1,4 +1,16 @@
-"""The runner of asyncio actors (the default): uvloop where installed, one message at a time."""
+"""The runner of asyncio actors (the default): uvloop where installed, one message at a time.
+
+Messages are handled in the mailbox's reader callback, with no task switch, for as long as
+handlers return plain values. The callback stops and leaves the rest of its batch for later when
+
+- a handler returns an awaitable: a task awaits it, then goes on with the batch;
+- what a handler told others cannot all leave yet (a full mailbox): the batch waits until it has,
+  so a death never loses a handled message's consequences (see ``actors.runner``);
+- it has run for ``SLICE`` seconds: the loop's other work (sockets, timers, the heartbeat) runs,
+  then the batch goes on.
+
+Reading stays off meanwhile, so the actor still takes one message at a time, in order.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +19,20 @@ import inspect
 import logging
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from typing import Any
 
 from actors.control import BEAT
 from actors.runner import Runner, settle
 from actors.transport import AsyncTransport
-from messages.codec import MAX_FRAME_BYTES, Envelope
+from messages.codec import Envelope
 from messages.runtime import Fault
 
-READ_BURST = 16  # mailbox datagrams one reader callback handles before the loop runs others
+SLICE = 0.02  # seconds of handling before the loop gets a turn
 
 log = logging.getLogger("actors.child")
+
+Steps = Iterator[tuple[int, Envelope]]
 
 
 class AsyncRunner(Runner):
@@ -30,13 +44,14 @@ class AsyncRunner(Runner):
         loop = asyncio.get_running_loop()
         self.transport = AsyncTransport(self.boot.rundir, loop)
         self.actor = self.cls(self.context())
+        self.busy: asyncio.Task[None] | None = None
+        self.slice_end = 0.0
         beating = loop.create_task(self.beat())
         await settle(self.actor.on_start())
         self.ready()
         if (held := self.resume()) is not None:
             await self.handle(*held)
         self.stopped: asyncio.Future[None] = loop.create_future()
-        self.busy: asyncio.Task[None] | None = None
         loop.add_signal_handler(signal.SIGTERM, self.stop)
         self.boot.mailbox.setblocking(False)
         self.reading(True)
@@ -76,12 +91,6 @@ class AsyncRunner(Runner):
             await asyncio.sleep(BEAT)
 
     # -- the mailbox ----------------------------------------------------------------------------
-    # Messages are handled in the mailbox's reader callback, with no task switch, for as long as
-    # handlers return plain values; a handler that returns an awaitable hands the rest of its
-    # batch to a task and reading pauses until that task is done, so the actor still takes one
-    # message at a time, in order. A callback reads at most READ_BURST datagrams, then lets the
-    # loop run its other work (the heartbeat among it).
-
     def reading(self, on: bool) -> None:
         loop, fd = asyncio.get_running_loop(), self.boot.mailbox.fileno()
         if on:
@@ -90,59 +99,84 @@ class AsyncRunner(Runner):
             loop.remove_reader(fd)
 
     def readable(self) -> None:
-        for _ in range(READ_BURST):
+        self.slice_end = time.monotonic() + SLICE
+        while self.busy is None:
             if self.stopping:
                 self.reading(False)
                 self.stop()
                 return
-            try:
-                data = self.boot.mailbox.recv(MAX_FRAME_BYTES + 1)
-            except BlockingIOError:
+            data = self.inbox.take()
+            if data is None:
                 return
-            if not self.run_batch(self.batch(data, 0, 0)):
-                return
+            self.drive(self.batch(data, 0, 0))
+            if self.now > self.slice_end:
+                return  # the reader is level-triggered: it runs again after the loop's turn
 
-    def run_batch(self, steps: Iterator[tuple[int, Envelope]]) -> bool:
-        """Handle a batch here and now; False if a handler's awaitable took the rest to a task."""
+    def drive(self, steps: Steps) -> None:
+        """Handle a batch here and now as far as it can go; what must wait goes on in a task."""
         for index, env in steps:
             try:
                 if isinstance(env.msg, Fault):
                     self.inject(env.msg, index)
                 result = self.actor.on_receive(env.msg)
                 if inspect.isawaitable(result):
-                    self.reading(False)
-                    self.busy = asyncio.get_running_loop().create_task(
-                        self.finish(steps, env, result))
-                    return False
+                    self.pause(self.finish(steps, env, result))
+                    return
                 self.answered(env, result)
             except Exception as exc:  # the actor's own errors: see Runner.failed
                 self.failed(env, exc)
-        return True
+            if not self.settled_now():
+                self.pause(self.go_on(steps))
+                return
+            if self.now > self.slice_end:
+                self.pause(self.go_on(steps, later=True))
+                return
 
-    async def finish(self, steps: Iterator[tuple[int, Envelope]], env: Envelope,
-                     pending: Any) -> None:
+    def settled_now(self) -> bool:
+        assert isinstance(self.transport, AsyncTransport)
+        return self.transport.settled()
+
+    def pause(self, rest: Coroutine[Any, Any, None]) -> None:
+        self.reading(False)
+        self.busy = asyncio.get_running_loop().create_task(rest)
+
+    async def finish(self, steps: Steps, env: Envelope, pending: Any) -> None:
         try:
             self.answered(env, await pending)
         except Exception as exc:
             self.failed(env, exc)
-        await self.handle_steps(steps)
+        await self.go_on(steps)
+
+    async def go_on(self, steps: Steps, later: bool = False) -> None:
+        await self.settled()
+        if later:
+            await asyncio.sleep(0)
         self.busy = None
+        self.slice_end = time.monotonic() + SLICE
+        self.drive(steps)
+        if self.busy is not None:
+            return  # paused again: that task goes on from here
         if self.stopping:
             self.stop()
         else:
             self.reading(True)
 
     async def handle(self, data: bytes, start: int, attempts: int) -> None:
-        await self.handle_steps(self.batch(data, start, attempts))
-
-    async def handle_steps(self, steps: Iterator[tuple[int, Envelope]]) -> None:
-        for index, env in steps:
+        """A batch left by a predecessor, before the mailbox is read."""
+        for index, env in self.batch(data, start, attempts):
             try:
                 if isinstance(env.msg, Fault):
                     self.inject(env.msg, index)
                 self.answered(env, await settle(self.actor.on_receive(env.msg)))
             except Exception as exc:  # the actor's own errors: see Runner.failed
                 self.failed(env, exc)
+            await self.settled()
+
+    async def settled(self) -> None:
+        """Until everything told so far has left this process."""
+        assert isinstance(self.transport, AsyncTransport)
+        if not self.transport.settled():
+            await self.transport.drained()
 
 
 def loop_factory() -> Any:

@@ -1,60 +1,46 @@
-"""The body of every actor process: watch the parent, load the actor, hand it to its runner
-(``actors.async_runner`` or, for ``blocking`` actors, ``actors.runner``), exit with its code."""
+"""The body of every actor process: tie its life to its supervisor's, load the actor, hand it to
+its runner (``actors.async_runner`` or, for ``blocking`` actors, ``actors.runner``), exit with its
+code. A nested supervisor's process runs ``actors.nested`` instead.
+"""
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
-from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from typing import Any
 
 from actors import logs
 from actors.actor import Actor
+from actors.boot import EXIT_ORPHANED, Boot
 from actors.spec import ChildSpec, SupervisorSpec
 
-EXIT_CRASHED = 1
-EXIT_ORPHANED = 3
-EXIT_FAULT = 70
+PR_SET_PDEATHSIG = 1
+NESTED = "actors.nested:run_nested"
 
 log = logging.getLogger("actors.child")
-
-
-@dataclass
-class Boot:
-    """Everything a new incarnation needs; pickled to it by the forkserver/spawn context."""
-
-    path: str
-    spec: ChildSpec | SupervisorSpec
-    rundir: str
-    mailbox: socket.socket
-    control_file: str
-    death: Connection  # read end of a pipe from the supervisor; EOF means it died
-    status: Connection  # write end: ("ready", pid) once started, ("failed", text) on a crash
-    sockets: dict[str, socket.socket] = field(default_factory=dict)
-    mailboxes: dict[str, socket.socket] = field(default_factory=dict)  # a nested tree's
-    log_level: int = logging.INFO
 
 
 def main(boot: Boot) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the root's to handle
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the fork server ignores it; we must not
-    watch_parent(boot.death)
+    die_with_parent(boot.death)
     logs.configure(boot.log_level, boot.path)
     import messages.catalog  # noqa: F401  every tag known in every process
     if isinstance(boot.spec, SupervisorSpec):
-        from actors.tree import run_nested
-
-        leave(run_nested(boot))
+        leave(load(NESTED)(boot))
     assert isinstance(boot.spec, ChildSpec)
     from actors.async_runner import AsyncRunner
     from actors.runner import BlockingRunner
 
-    cls = load_actor(boot.spec.actor)
+    cls = load(boot.spec.actor)
+    if not (isinstance(cls, type) and issubclass(cls, Actor)):
+        raise TypeError(f"{boot.spec.actor} is not an Actor class")
     runner = BlockingRunner(boot, cls) if cls.blocking else AsyncRunner(boot, cls)
     leave(runner.run())
 
@@ -68,23 +54,34 @@ def leave(code: int) -> None:
     os._exit(code)
 
 
-def watch_parent(death: Connection) -> None:
-    """Exit as soon as the supervisor is gone, even if it was killed with SIGKILL: the write end
-    of this pipe lives only in the supervisor, so its death closes it."""
+def die_with_parent(death: Connection) -> None:
+    """Never outlive the supervisor, even one killed with SIGKILL, even while stuck in C code.
 
-    def wait() -> None:
-        try:
-            while True:
-                death.recv_bytes()
-        except (EOFError, OSError):
-            os._exit(EXIT_ORPHANED)
+    The kernel's part: our parent is the supervisor's fork server, which exits when the
+    supervisor does; PR_SET_PDEATHSIG then sends us SIGKILL, with no help from this process
+    (a thread of ours could not run while another holds the GIL). The pipe's part: the write
+    end of ``death`` lives only in the supervisor, so EOF means it is gone; a thread exits at
+    once (normally sooner than the kernel path, and with a known exit code), and reading it
+    once here covers a supervisor that died before the death signal was armed.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        log.warning("PR_SET_PDEATHSIG unavailable", extra={"errno": ctypes.get_errno()})
+    if death.poll(0):
+        _watch(death)  # EOF already: the supervisor is gone
 
-    threading.Thread(target=wait, name="parent-watch", daemon=True).start()
+    threading.Thread(target=_watch, args=(death,), name="parent-watch", daemon=True).start()
 
 
-def load_actor(target: str) -> type[Actor]:
+def _watch(death: Connection) -> None:
+    try:
+        while True:
+            death.recv_bytes()
+    except (EOFError, OSError):
+        os._exit(EXIT_ORPHANED)
+
+
+def load(target: str) -> Any:
+    """``package.module:name``, imported by name: an actor class, or the nested runner."""
     module, _, name = target.partition(":")
-    cls = getattr(importlib.import_module(module), name)
-    if not (isinstance(cls, type) and issubclass(cls, Actor)):
-        raise TypeError(f"{target} is not an Actor class")
-    return cls
+    return getattr(importlib.import_module(module), name)

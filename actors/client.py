@@ -6,14 +6,12 @@ supervisor publishes.
 
 from __future__ import annotations
 
-import os
 import select
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from actors.mailbox import bind_mailbox, mailbox_file
+from actors.mailbox import bind_mailbox, mailbox_file, private_address
 from actors.transport import SyncTransport
 from messages.codec import MAX_FRAME_BYTES, unpack_batch
 from messages.runtime import RestartChild, StopChild, Subscribe, TreeEvent, TreeRequest
@@ -23,7 +21,8 @@ class Client:
     def __init__(self, rundir: str) -> None:
         self.transport = SyncTransport(rundir)
         self.rundir = rundir
-        self.inbox_path = f"client-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        # In the abstract namespace: nothing left behind, and a supervisor notices when we are gone.
+        self.inbox_path = private_address("client")
         self.inbox = bind_mailbox(mailbox_file(rundir, self.inbox_path))
 
     def tell(self, path: str, msg: Any) -> None:
@@ -70,7 +69,3 @@ class Client:
     def close(self) -> None:
         self.transport.close()
         self.inbox.close()
-        try:
-            os.unlink(mailbox_file(self.rundir, self.inbox_path))
-        except FileNotFoundError:
-            pass

@@ -28,6 +28,8 @@ class KeyValueFormatter(logging.Formatter):
             line = {"ts": record.created, "level": record.levelname, "actor": self.actor,
                     "pid": record.process, "logger": record.name, "msg": record.getMessage()}
             line.update({k: _plain(v) for k, v in fields.items()})
+            if record.exc_info:
+                line["traceback"] = self.formatException(record.exc_info)
             return json.dumps(line)
         extra = " ".join(f"{k}={_plain(v)}" for k, v in fields.items())
         text = f"{when} {record.levelname:<7} {self.actor}[{record.process}] {record.getMessage()}"

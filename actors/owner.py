@@ -1,10 +1,10 @@
 """The supervisor's side of one child: its process, from start to exit.
 
-``ChildOwner`` is a pykka ``ThreadingActor``: starting a child waits for its "ready", stopping
-one waits up to its shutdown timeout before SIGKILL, and those blocking waits belong on a thread of
-their own rather than in the supervisor's decision loop. ``Watchdog`` is a thread that notices
-exits (process sentinels) and hangs (stale heartbeats) of every running child and tells the
-supervisor.
+``ChildOwner`` is a pykka ``ThreadingActor``. Starting a child waits for its "ready" and stopping
+one waits up to its shutdown timeout before SIGKILL; those waits happen on the owner's own thread,
+and the owner *tells* the supervisor when they are over (``Launched``, ``Terminated``), so the
+supervisor's thread never blocks on a child. ``Watchdog`` is a thread that notices exits (process
+sentinels) and hangs (stale heartbeats) of every running child and tells the supervisor.
 """
 
 from __future__ import annotations
@@ -22,12 +22,51 @@ from typing import Any
 import pykka
 
 from actors import child
+from actors.boot import STATUS_LOST, Boot, exit_reason
 from actors.control import ControlBlock
 from actors.spec import ChildSpec, SupervisorSpec
 
 log = logging.getLogger("actors.supervisor")
 
 WATCH_TICK = 0.02  # seconds: how often the watchdog looks at heartbeats
+
+
+# -- what owners and the watchdog tell the supervisor -----------------------------------------
+@dataclass(frozen=True)
+class Launched:
+    name: str
+    ok: bool
+    pid: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Terminated:
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Exited:
+    name: str
+    number: int
+    hang: str
+
+
+@dataclass(frozen=True)
+class Tick:
+    """The watchdog is alive; the supervisor's answer (a heartbeat) proves its thread is too."""
+
+
+# -- what the supervisor tells an owner ---------------------------------------------------------
+@dataclass(frozen=True)
+class Launch:
+    pass
+
+
+@dataclass(frozen=True)
+class Terminate:
+    pass
 
 
 @dataclass
@@ -43,56 +82,38 @@ class Incarnation:
     hang: str = ""
 
 
-@dataclass
-class ExitReport:
-    name: str
-    number: int
-    exitcode: int | None
-    reason: str
-
-
-# multiprocessing's forkserver popen reports 255 when it cannot learn a child's exit status: the
-# fork server (the child's real parent) is gone.
-STATUS_LOST = 255
-
-
-def exit_reason(exitcode: int | None, said: str, hang: str) -> str:
-    if hang:
-        return hang
-    if exitcode == STATUS_LOST and not said:
-        return "fork server lost (exit status unknown; the process was killed to be sure)"
-    if exitcode == 0:
-        return "normal"
-    if exitcode is not None and exitcode < 0:
-        return f"killed by {signal.Signals(-exitcode).name}"
-    meaning = {child.EXIT_CRASHED: "crashed", child.EXIT_ORPHANED: "orphaned",
-               child.EXIT_FAULT: "fault injected: crash", 2: "escalated"}.get(exitcode or 0, "exit")
-    return f"{meaning} (exit {exitcode}){': ' + said if said else ''}"
-
-
 class ChildOwner(pykka.ThreadingActor):
     use_daemon_thread = True
 
     def __init__(self, name: str, path: str, spec: ChildSpec | SupervisorSpec, boot: dict[str, Any],
-                 context: BaseContext, watchdog: Watchdog) -> None:
+                 context: BaseContext, watchdog: Watchdog, supervisor: pykka.ActorRef[Any]) -> None:
         super().__init__()
         self.name, self.path, self.spec = name, path, spec
         self.boot = boot  # the Boot fields that stay the same across incarnations
         self.context = context
         self.watchdog = watchdog
+        self.supervisor = supervisor
+        self.control = ControlBlock(boot["control_file"])
         self.number = 0
         self.process: Any = None
         self.status: mpc.Connection | None = None
         self.death_writer: mpc.Connection | None = None
-        self.started_at = 0.0
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Launch):
+            self.supervisor.tell(Launched(self.name, *self.launch()))
+        elif isinstance(message, Terminate):
+            self.supervisor.tell(Terminated(self.name, self.terminate()))
+
+    def on_stop(self) -> None:
+        self.control.close()
 
     def launch(self) -> tuple[bool, int, str]:
         """Start an incarnation and wait for it to report ready: (ok, pid, reason)."""
         self.number += 1
         status_r, status_w = self.context.Pipe(duplex=False)
         death_r, death_w = self.context.Pipe(duplex=False)
-        boot = child.Boot(path=self.path, spec=self.spec, death=death_r, status=status_w,
-                          **self.boot)
+        boot = Boot(path=self.path, spec=self.spec, death=death_r, status=status_w, **self.boot)
         process = self.context.Process(  # type: ignore[attr-defined]
             target=child.main, args=(boot,), name=self.path)
         process.start()
@@ -101,10 +122,8 @@ class ChildOwner(pykka.ThreadingActor):
         self.process, self.status, self.death_writer = process, status_r, death_w
         ok, reason = self._await_ready()
         if ok:
-            self.started_at = time.monotonic()
             self.watchdog.watch(self.name, Incarnation(
-                self.number, process, ControlBlock(self.boot["control_file"]),
-                self.spec.liveness, time.monotonic()))
+                self.number, process, self.control, self.spec.liveness, time.monotonic()))
         else:
             self.kill()
         return ok, process.pid or 0, reason
@@ -179,16 +198,12 @@ class ChildOwner(pykka.ThreadingActor):
         self.process = None
         return exit_reason(code, said, hang)
 
-    def pid(self) -> int:
-        return self.process.pid if self.process is not None else 0
-
 
 @dataclass
 class Watchdog:
-    """Watches the running children; calls ``report(name, number, hang_reason)`` on an exit."""
+    """Watches the running children; tells the supervisor of each exit, and ticks."""
 
-    report: Any
-    tick: Any
+    supervisor: Any  # the Supervisor's pykka ActorRef
     children: dict[str, Incarnation] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     stopped: threading.Event = field(default_factory=threading.Event)
@@ -204,24 +219,27 @@ class Watchdog:
             inc.running = False
 
     def run(self) -> None:
-        while not self.stopped.is_set():
-            with self.lock:
-                watched = dict(self.children)
-            sentinels = {inc.process.sentinel: (n, inc) for n, inc in watched.items()}
-            for ready in mpc.wait(list(sentinels), WATCH_TICK) if sentinels else []:
-                name, inc = sentinels[ready]  # type: ignore[index]
-                self._gone(name, inc)
-            if not sentinels:
-                self.stopped.wait(WATCH_TICK)
-            self._check_hangs(watched, time.monotonic())
-            self.tick()
+        try:
+            while not self.stopped.is_set():
+                with self.lock:
+                    watched = dict(self.children)
+                sentinels = {inc.process.sentinel: (n, inc) for n, inc in watched.items()}
+                for ready in mpc.wait(list(sentinels), WATCH_TICK) if sentinels else []:
+                    name, inc = sentinels[ready]  # type: ignore[index]
+                    self._gone(name, inc)
+                if not sentinels:
+                    self.stopped.wait(WATCH_TICK)
+                self._check_hangs(watched, time.monotonic())
+                self.supervisor.tell(Tick())
+        except pykka.ActorDeadError:
+            return  # the supervisor is gone: nothing left to watch for
 
     def _gone(self, name: str, inc: Incarnation) -> None:
         with self.lock:
             if self.children.get(name) is not inc:
                 return
             del self.children[name]
-        self.report(name, inc.number, inc.hang)
+        self.supervisor.tell(Exited(name, inc.number, inc.hang))
 
     def _check_hangs(self, watched: dict[str, Incarnation], now: float) -> None:
         for inc in watched.values():

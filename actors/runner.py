@@ -1,28 +1,36 @@
 """Serving one actor's mailbox: the delivery rules every runner shares, and the blocking runner.
 
-Delivery rules (see docs/ARCHITECTURE.md): a mailbox datagram is copied into the control block
-before its first message is handled and released after its last, with the index of the message in
-hand kept current. An incarnation that dies mid-batch leaves the rest of the batch there; the next
-one resumes at that message and counts the attempt. After ``MAX_ATTEMPTS`` crashes on the same
-message it is set aside as a dead letter, reported to the supervisor and logged.
+Delivery rules (see docs/ARCHITECTURE.md): a mailbox datagram is held in the control block before
+it leaves the kernel queue (``actors.inbox``) and released after its last message, with the index
+of the message in hand kept current. An incarnation that dies mid-batch leaves the rest of the
+batch there; the next one resumes at that message and counts the attempt. After ``MAX_ATTEMPTS``
+crashes on the same message it is set aside as a dead letter, reported to the supervisor and
+logged.
+
+Liveness: the heartbeat is written before every message as well as every ``BEAT`` seconds, so an
+actor that is handling messages, however many, is never taken for hung; one stuck in a single
+message for longer than its ``liveness`` is.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import math
 import os
+import select
 import signal
 import time
 from collections.abc import Iterator
 from typing import Any
 
 from actors.actor import Actor, ActorContext
-from actors.child import EXIT_CRASHED, EXIT_FAULT, Boot
+from actors.boot import EXIT_CRASHED, EXIT_FAULT, Boot
 from actors.control import BEAT, ControlBlock
+from actors.inbox import Inbox
 from actors.spec import ChildSpec
 from actors.transport import AsyncTransport, SyncTransport, reply_for
-from messages.codec import MAX_FRAME_BYTES, Envelope, decode_envelope, unpack_raw
+from messages.codec import Envelope, decode_envelope, unpack_raw
 from messages.errors import DecodeError, PeerError
 from messages.runtime import DeadLetter, Fault, Reply
 
@@ -40,7 +48,11 @@ class Runner:
         self.boot = boot
         self.cls = cls
         self.control = ControlBlock(boot.control_file)
+        self.control.claim()  # waits out a predecessor that is not dead yet
+        self.inbox = Inbox(boot.mailbox, self.control)
         self.stopping = False
+        self.held = 0  # length of the datagram in hand
+        self.now = time.monotonic()
         self.actor: Actor
         self.transport: AsyncTransport | SyncTransport
 
@@ -59,13 +71,14 @@ class Runner:
 
     def resume(self) -> tuple[bytes, int, int] | None:
         """What a predecessor left in flight: (batch, index, attempts), a dead letter set aside."""
-        held = self.control.held()
+        held = self.inbox.leftover()
         if held is None:
             return None
         batch, index, attempts = held
         attempts += 1
         if attempts >= MAX_ATTEMPTS:
             self.dead_letter(batch, index, attempts)
+            self.control.at(len(batch), index + 1, 0)
             return batch, index + 1, 0
         log.warning("redelivering the message in flight at the crash",
                     extra={"index": index, "attempt": attempts + 1})
@@ -90,7 +103,7 @@ class Runner:
         """The batch's envelopes; a malformed one is counted and stands as None, so it spoils
         only itself and the indexes in the control block stay those of the datagram."""
         try:
-            raw = unpack_raw(data if len(data) <= MAX_FRAME_BYTES else b"")
+            raw = unpack_raw(data)
         except DecodeError as exc:
             self.malformed(exc)
             return None
@@ -108,28 +121,35 @@ class Runner:
         log.warning("malformed mailbox frame dropped", extra={"error": str(exc)})
 
     def batch(self, data: bytes, start: int, attempts: int) -> Iterator[tuple[int, Envelope]]:
-        """The messages of a mailbox datagram to handle, from ``start``, with the control block
-        kept current: held before the first, the index in hand as they go, released after the
-        last — once what the handlers told others has left."""
-        envelopes = self.decode(data)
+        """The messages of a held datagram to handle, from ``start``, with the control block
+        kept current: the index in hand and a heartbeat before each, released after the last —
+        once what the handlers told others has left."""
+        envelopes = self.decode(data) if data else None
         if envelopes is None:
             self.control.release()
             return
-        if start == 0:
-            self.control.hold(data)
+        self.held = len(data)
+        handled = 0
         for index in range(start, len(envelopes)):
             env = envelopes[index]
-            if env is not None:
-                self.control.at(index, attempts if index == start else 0)
-                yield index, env
-        # A crash before this flush redelivers the input rather than losing its consequences.
-        self.transport.flush()
+            if env is None:
+                continue
+            # The driver moves on only once what the previous message told others has left the
+            # process, so a death here redelivers nothing that was handled, and loses nothing.
+            self.control.at(self.held, index, attempts if index == start else 0)
+            self.now = now = time.monotonic()
+            self.control.beat(now)
+            if env.deadline and now > env.deadline:
+                self.control.count(expired=1)  # its asker has given up: nobody wants the answer
+                continue
+            handled += 1
+            yield index, env
         self.control.release()
-        self.control.count(handled=len(envelopes) - start)
+        self.control.count(handled=handled)
 
     def inject(self, fault: Fault, index: int) -> None:
         """Carry out a fault. The message is marked handled first, so it is not redelivered."""
-        self.control.at(index + 1)
+        self.control.at(self.held, index + 1)
         log.warning("fault injected", extra={"fault": fault.kind})
         if fault.kind == "crash":
             os._exit(EXIT_FAULT)
@@ -169,7 +189,8 @@ class Runner:
 
 class BlockingRunner(Runner):
     def run(self) -> int:
-        self.transport = SyncTransport(self.boot.rundir)
+        self.transport = SyncTransport(self.boot.rundir,
+                                       waiting=lambda: self.control.beat(time.monotonic()))
         self.actor = self.cls(self.context())
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
         self.control.beat(time.monotonic())
@@ -178,14 +199,14 @@ class BlockingRunner(Runner):
         if (held := self.resume()) is not None:
             self.handle(*held)
         mbox = self.boot.mailbox
-        mbox.settimeout(BEAT)
         while not self.stopping:
             self.control.beat(time.monotonic())
             try:
-                data = mbox.recv(MAX_FRAME_BYTES + 1)
-            except (TimeoutError, InterruptedError):
+                readable, _, _ = select.select([mbox], [], [], BEAT)
+            except InterruptedError:
                 continue
-            self.handle(data, 0, 0)
+            if readable and (data := self.inbox.take()) is not None:
+                self.handle(data, 0, 0)
         self.actor.on_stop()
         return 0
 
@@ -197,7 +218,9 @@ class BlockingRunner(Runner):
                 self.answered(env, self.actor.on_receive(env.msg))
             except Exception as exc:
                 self.failed(env, exc)
-            self.control.beat(time.monotonic())
+            # Blocks on backpressure, beating (waiting is not hanging), for as long as it takes.
+            assert isinstance(self.transport, SyncTransport)
+            self.transport.flush(math.inf)
 
 
 async def settle(value: Any) -> Any:

@@ -61,23 +61,28 @@ class RestartPlan:
         self.restarts: deque[float] = deque()
         self.down: set[str] = set()  # children that stay stopped until restarted by hand
 
-    def child_exited(self, name: str, abnormal: bool, now: float) -> Decision:
+    def child_exited(self, name: str, abnormal: bool, now: float,
+                     charged: bool = True) -> Decision:
+        """``charged=False``: a restart that does not count against the intensity (a repeat
+        crash on a message that is on its way to being a dead letter); it is immediate."""
         kind = self.types[name]
         if kind is Restart.TEMPORARY or (kind is Restart.TRANSIENT and not abnormal):
             self.down.add(name)
             return Ignore(name, f"{kind} child exited {'abnormally' if abnormal else 'normally'}")
         recent = self._recent(now)
-        if recent >= self.max_restarts:
+        if charged and recent >= self.max_restarts:
             return Escalate(
-                f"{recent + 1} restarts within {self.period:g} s exceed the intensity "
-                f"max_restarts={self.max_restarts}; last exit: {name}"
+                f"{recent} restarts within {self.period:g} s, then another exit ({name}): "
+                f"over the intensity max_restarts={self.max_restarts}"
             )
-        self.restarts.append(now)
+        if charged:
+            self.restarts.append(now)
         affected = self._affected(name)
         stop = tuple(n for n in reversed(affected) if n != name)
         start = tuple(n for n in affected if n == name or self.types[n] is not Restart.TEMPORARY)
         self.down.update(n for n in affected if n not in start)
-        return RestartChildren(stop=stop, start=start, delay=self._delay(recent))
+        return RestartChildren(stop=stop, start=start,
+                               delay=self._delay(recent) if charged else 0.0)
 
     def stopped_by_hand(self, name: str) -> None:
         self.down.add(name)

@@ -1,9 +1,21 @@
 """The supervisor: starts its children in order, restarts them by OTP's rules, answers control
 requests, and publishes tree events.
 
-The decision-maker is a pykka ``ThreadingActor``: exits (from the watchdog thread), control
-requests (from the mailbox thread) and timers all arrive as messages to it, so its state is
-touched by one thread only. Each child's process is owned by a ``ChildOwner`` actor.
+The decision-maker is a pykka ``ThreadingActor``: exits and ticks (from the watchdog thread),
+control requests (from the control thread), the owners' reports and timers all arrive as
+messages to it, so its state is touched by one thread only — and that thread never blocks. Work
+that waits on a process (start and wait for ready, stop and wait for the exit) is a *job*, done by
+the child's ``ChildOwner`` on its own thread; jobs run one at a time, in order, from ``jobs``, and
+each one's end comes back as a message. So a slow start or stop delays the jobs queued behind it,
+never the heartbeat, an exit, or a snapshot.
+
+Each child's state moves only through ``TRANSITIONS``::
+
+    STOPPED ──start──► STARTING ──ready──► RUNNING ──exit──► STOPPED
+       ▲  │                │                  │
+       │  └─wait─► WAITING │failed            └──stop──► STOPPING ──stopped──► STOPPED
+       │           │  │    ▼
+       └──cancel───┘  └─start─► STARTING      (failed: STARTING ──► STOPPED)
 """
 
 from __future__ import annotations
@@ -11,36 +23,103 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass
+from enum import Enum
 from multiprocessing.context import BaseContext
 from typing import Any
 
 import pykka
 
+from actors.boot import EXIT_ESCALATED
 from actors.control import ControlBlock
-from actors.owner import ChildOwner, Watchdog
+from actors.owner import (
+    ChildOwner,
+    Exited,
+    Launch,
+    Launched,
+    Terminate,
+    Terminated,
+    Tick,
+    Watchdog,
+)
 from actors.spec import ChildSpec, SupervisorSpec
 from actors.strategy import Escalate, Ignore, RestartChildren, RestartPlan
 from actors.transport import SyncTransport
-from messages.errors import ActorError, UsageError
+from messages.errors import ActorError, IllegalTransition, NoSuchActor, UsageError
 from messages.runtime import TreeEvent
 
 log = logging.getLogger("actors.supervisor")
 
-EXIT_ESCALATED = 2
+
+class State(Enum):
+    STOPPED = "stopped"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    WAITING = "waiting"  # to be restarted once its backoff delay is over
+
+
+TRANSITIONS: dict[tuple[State, str], State] = {
+    (State.STOPPED, "start"): State.STARTING,
+    (State.WAITING, "start"): State.STARTING,
+    (State.STARTING, "ready"): State.RUNNING,
+    (State.STARTING, "failed"): State.STOPPED,
+    (State.RUNNING, "exit"): State.STOPPED,
+    (State.RUNNING, "stop"): State.STOPPING,
+    (State.STOPPING, "stopped"): State.STOPPED,
+    (State.STOPPED, "wait"): State.WAITING,
+    (State.WAITING, "cancel"): State.STOPPED,
+}
 
 
 @dataclass
-class ChildState:
+class Child:
     name: str
     path: str
     spec: ChildSpec | SupervisorSpec
-    owner: Any  # pykka proxy of the ChildOwner
-    state: str = "starting"
+    owner: pykka.ActorRef[Any]
+    control: ControlBlock
+    state: State = State.STOPPED
     pid: int = 0
     restarts: int = 0
     started_at: float = 0.0
     last_exit: str = ""
+
+    def transition(self, event: str) -> None:
+        new = TRANSITIONS.get((self.state, event))
+        if new is None:
+            raise IllegalTransition(f"{self.path}: {event!r} in state {self.state.value}")
+        log.debug("child state", extra={"path": self.path, "change": f"{self.state.value} -> "
+                                                                     f"{new.value}"})
+        self.state = new
+
+
+@dataclass
+class Job:
+    """One thing that waits on a process: ``start`` (why: start, restart, restart requested) or
+    ``stop``; ``done`` is completed with the outcome for whoever asked."""
+
+    kind: str
+    name: str
+    why: str = ""
+    not_before: float = 0.0
+    done: Future[str] | None = None
+
+
+@dataclass(frozen=True)
+class Wake:
+    """A backoff delay is over."""
+
+
+@dataclass
+class Subscriber:
+    path: str
+    dropped: int = 0
+
+
+SUBSCRIBER_BACKLOG = 0.0  # seconds a tree event may wait for a subscriber's full mailbox: none
 
 
 class Supervisor(pykka.ThreadingActor):
@@ -55,186 +134,257 @@ class Supervisor(pykka.ThreadingActor):
         self.plan = RestartPlan([(c.name, c.restart) for c in spec.children], spec.strategy,
                                 max_restarts=spec.max_restarts, period=spec.period,
                                 backoff=spec.backoff, backoff_max=spec.backoff_max)
+        self.watchdog = Watchdog(self.actor_ref)
+        self.children = {c.name: self._child(c, context) for c in spec.children}
+        self.jobs: deque[Job] = deque()
+        self.current: Job | None = None
+        self.timer: threading.Timer | None = None
+        self.subscribers: dict[str, Subscriber] = {}
         self.done = threading.Event()
         self.exit_code = 0
-        self.watchdog = Watchdog(self._report_exit, self._tick)
-        self.children = {c.name: self._owner(c, context) for c in spec.children}
-        self.timers: list[threading.Timer] = []
+        self.starting: Future[str] | None = None  # start_all's outcome
+        self.stopping: Future[str] | None = None  # stop_all's or an escalation's end
 
-    def _owner(self, spec: ChildSpec | SupervisorSpec, context: BaseContext) -> ChildState:
+    def _child(self, spec: ChildSpec | SupervisorSpec, context: BaseContext) -> Child:
         path = f"{self.path}/{spec.name}"
-        owner = ChildOwner.start(spec.name, path, spec, self.tree.boot_fields(path, spec),
-                                 context, self.watchdog).proxy()
-        return ChildState(spec.name, path, spec, owner)
+        boot = self.tree.boot_fields(path, spec)
+        owner = ChildOwner.start(spec.name, path, spec, boot, context, self.watchdog,
+                                 self.actor_ref)
+        return Child(spec.name, path, spec, owner, ControlBlock(boot["control_file"]))
 
-    # -- lifecycle ------------------------------------------------------------------------------
-    def start_all(self) -> str:
-        """Start every child in order; on the first failure stop the rest: '' or the reason."""
+    # -- lifecycle (called through the proxy; each returns a Future to wait on) --
+    def start_all(self) -> Future[str]:
+        """Start every child in order: '' once all are running, or why the start failed."""
         threading.Thread(target=self.watchdog.run, name="watchdog", daemon=True).start()
-        for st in self.children.values():
-            ok, reason = self._start_child(st)
-            if not ok:
-                self._stop_children()
-                return f"{st.path} failed to start: {reason}"
-        return ""
+        self.starting = Future()
+        self.jobs.extend(Job("start", name, "start") for name in self.children)
+        self._next_job()
+        return self.starting
 
-    def stop_all(self) -> None:
-        self._stop_children()
-        self.exit_code = 0
-        self.done.set()
+    def stop_all(self) -> Future[str]:
+        return self._shut_down(0, "stop requested")
 
-    def _start_child(self, st: ChildState) -> tuple[bool, str]:
-        st.state = "starting"
-        ok, pid, reason = st.owner.launch().get()
-        st.pid, st.started_at = pid, time.monotonic()
-        st.state = "running" if ok else "failed"
-        self.publish("started" if ok else "start_failed", st.path, pid, reason)
-        return ok, reason
+    def _shut_down(self, code: int, why: str) -> Future[str]:
+        """Stop every child in reverse order, then report done with ``code``."""
+        if self.stopping is None:
+            self.stopping = Future()
+            self.exit_code = code
+            self.jobs.clear()
+            if self.timer is not None:
+                self.timer.cancel()
+            for c in self.children.values():
+                if c.state is State.WAITING:
+                    c.transition("cancel")
+            self.jobs.extend(Job("stop", name, why) for name in reversed(self.children))
+            self.jobs.append(Job("end", ""))
+            self._next_job()
+        return self.stopping
 
-    def _stop_child(self, st: ChildState) -> None:
-        if st.state in ("running", "starting"):
-            st.state = "stopping"
-            st.last_exit = st.owner.terminate().get()
-            self.publish("stopped", st.path, st.pid, st.last_exit)
-        st.state, st.pid = "stopped", 0
-
-    def _stop_children(self) -> None:
-        for t in self.timers:
-            t.cancel()
-        self.watchdog.stopped.set()
-        for st in reversed(list(self.children.values())):
-            self._stop_child(st)
-
-    # -- exits ----------------------------------------------------------------------------------
-    def _report_exit(self, name: str, number: int, hang: str) -> None:
-        self.actor_ref.tell(("exited", name, hang))
-
-    def _tick(self) -> None:
-        self.actor_ref.tell(("tick",))
-
+    # -- messages ----------------------------------------------------------------------------------
     def on_receive(self, message: Any) -> Any:
-        kind = message[0]
-        if kind == "tick" and self.control is not None:
-            self.control.beat(time.monotonic())
-        elif kind == "exited":
-            self._exited(message[1], message[2])
-        elif kind == "start_later":
-            self._restart_now(message[1])
+        if isinstance(message, Tick):
+            if self.control is not None:
+                self.control.beat(time.monotonic())
+        elif isinstance(message, Exited):
+            self._exited(message)
+        elif isinstance(message, Launched):
+            self._launched(message)
+        elif isinstance(message, Terminated):
+            self._terminated(message)
+        elif isinstance(message, Wake):
+            self.timer = None
+            self._next_job()
         return None
 
-    def _exited(self, name: str, hang: str) -> None:
-        st = self.children[name]
-        if st.state != "running":
-            return
-        st.last_exit = st.owner.exited(hang).get()
-        st.state = "exited"
-        abnormal = st.last_exit != "normal"
-        self.publish("exited", st.path, st.pid, st.last_exit)
-        self._decide(self.plan.child_exited(name, abnormal, time.monotonic()), st)
+    def on_stop(self) -> None:
+        self.watchdog.stopped.set()
+        if self.timer is not None:
+            self.timer.cancel()
 
-    def _decide(self, decision: Any, st: ChildState) -> None:
+    # -- jobs --------------------------------------------------------------------------------------
+    def _next_job(self) -> None:
+        while self.current is None and self.jobs and self.timer is None:
+            job = self.jobs[0]
+            if job.kind == "end":
+                self._end()
+                return
+            wait = job.not_before - time.monotonic()
+            if wait > 0:
+                self.timer = threading.Timer(wait, self.actor_ref.tell, args=(Wake(),))
+                self.timer.daemon = True
+                self.timer.start()
+                return
+            self.jobs.popleft()
+            self._begin(job)
+
+    def _begin(self, job: Job) -> None:
+        c = self.children[job.name]
+        if job.kind == "start" and c.state in (State.STOPPED, State.WAITING):
+            c.transition("start")
+            self.current = job
+            c.owner.tell(Launch())
+        elif job.kind == "stop" and c.state is State.RUNNING:
+            c.transition("stop")
+            self.current = job
+            c.owner.tell(Terminate())
+        else:  # nothing to do: already stopped, or already running
+            if job.kind == "stop" and c.state is State.WAITING:
+                c.transition("cancel")
+            self._finish(job, "stopped" if job.kind == "stop" else "running")
+
+    def _finish(self, job: Job, outcome: str) -> None:
+        if job.done is not None and not job.done.done():
+            job.done.set_result(outcome)
+
+    def _launched(self, msg: Launched) -> None:
+        c, job = self.children[msg.name], self.current
+        self.current = None
+        if msg.ok:
+            c.transition("ready")
+            c.pid, c.started_at = msg.pid, time.monotonic()
+            self.publish("started", c.path, c.pid, "")
+            if job is not None and job.why != "start":
+                self.publish("restarted", c.path, c.pid, job.why)
+            outcome = "restarted" if job is not None and job.why != "start" else "running"
+            if job is not None:
+                self._finish(job, outcome)
+        else:
+            c.transition("failed")
+            c.pid, c.last_exit = 0, msg.reason
+            self.publish("start_failed", c.path, msg.pid, msg.reason)
+            if job is not None:
+                self._finish(job, f"failed: {msg.reason}")
+            if self.starting is not None and not self.starting.done():
+                self.starting.set_result(f"{c.path} failed to start: {msg.reason}")
+                self._shut_down(0, "start failed")
+                return
+            # A restart that fails to start counts as another exit against the intensity.
+            self._decide(self.plan.child_exited(c.name, True, time.monotonic()), c)
+        if (self.starting is not None and not self.starting.done() and not self.jobs
+                and all(ch.state is State.RUNNING for ch in self.children.values())):
+            self.starting.set_result("")
+        self._next_job()
+
+    def _terminated(self, msg: Terminated) -> None:
+        c, job = self.children[msg.name], self.current
+        self.current = None
+        c.transition("stopped")
+        c.last_exit = msg.reason
+        self.publish("stopped", c.path, c.pid, msg.reason)
+        c.pid = 0
+        if job is not None:
+            self._finish(job, "stopped")
+        self._next_job()
+
+    def _end(self) -> None:
+        self.jobs.clear()
+        self.watchdog.stopped.set()
+        if self.stopping is not None and not self.stopping.done():
+            self.stopping.set_result("stopped")
+        if self.starting is not None and not self.starting.done():
+            self.starting.set_result("stopped before every child was up")
+        self.done.set()
+
+    # -- exits -------------------------------------------------------------------------------------
+    def _exited(self, msg: Exited) -> None:
+        c = self.children[msg.name]
+        if c.state is not State.RUNNING:
+            return
+        # A repeat crash on a message that already crashed an incarnation is on its way to
+        # being a dead letter (bounded by MAX_ATTEMPTS): it is not charged to the intensity, so
+        # independent poison messages are set aside without taking the tree down.
+        repeat = c.control.attempts_in_hand() > 0
+        c.last_exit = self._ask_owner(c, msg.hang)
+        c.transition("exit")
+        abnormal = c.last_exit != "normal"
+        self.publish("exited", c.path, c.pid, c.last_exit)
+        c.pid = 0
+        if self.stopping is not None:
+            return
+        self._decide(self.plan.child_exited(c.name, abnormal, time.monotonic(),
+                                            charged=not repeat), c)
+        self._next_job()
+
+    def _ask_owner(self, c: Child, hang: str) -> str:
+        # The process is already dead: collecting its status is a join that returns at once.
+        return str(c.owner.proxy().exited(hang).get(timeout=10))
+
+    def _decide(self, decision: Any, c: Child) -> None:
         if isinstance(decision, Ignore):
-            st.state = "stopped"
             return
         if isinstance(decision, Escalate):
             self.publish("escalated", self.path, 0, decision.reason)
             log.error("giving up: restart intensity exceeded", extra={"reason": decision.reason})
-            self._stop_children()
-            self.exit_code = EXIT_ESCALATED
-            self.done.set()
+            self._shut_down(EXIT_ESCALATED, "escalated")
             return
         assert isinstance(decision, RestartChildren)
         for name in decision.stop:
-            self._stop_child(self.children[name])
+            self.jobs.append(Job("stop", name, "sibling restart"))
+        not_before = time.monotonic() + decision.delay
         for name in decision.start:
-            self.children[name].state = "restarting"
-        if decision.delay:
-            timer = threading.Timer(decision.delay, self.actor_ref.tell,
-                                    args=(("start_later", decision.start),))
-            self.timers.append(timer)
-            timer.start()
-        else:
-            self._restart_now(decision.start)
+            if self.children[name].state is State.STOPPED and decision.delay:
+                self.children[name].transition("wait")
+            why = self.children[name].last_exit if name == c.name else f"{c.name} restarted"
+            self.jobs.append(Job("start", name, why or "restart", not_before))
+            self.children[name].restarts += 1
 
-    def _restart_now(self, names: tuple[str, ...]) -> None:
-        for name in names:
-            st = self.children[name]
-            if st.state != "restarting":
-                continue
-            st.restarts += 1
-            ok, reason = self._start_child(st)
-            if ok:
-                self.publish("restarted", st.path, st.pid, st.last_exit)
-            else:
-                st.state = "running"  # let the exit path count it against the intensity
-                self._exited(name, reason)
-
-    # -- control API ----------------------------------------------------------------------------
+    # -- control API -------------------------------------------------------------------------------
     def snapshot(self) -> list[dict[str, Any]]:
+        """This supervisor and its children (not their subtrees: the control thread asks
+        nested supervisors itself, so this thread never waits on one)."""
         now = time.monotonic()
         nodes = [{"path": self.path, "kind": "supervisor", "pid": self.tree.pid, "state": "running",
                   "restarts": 0, "uptime": round(now - self.tree.started_at, 3), "last_exit": "",
                   "strategy": str(self.spec.strategy)}]
-        for st in self.children.values():
-            nodes.append(self._node(st, now))
-            if isinstance(st.spec, SupervisorSpec) and st.state == "running":
-                nodes.extend(self._subtree(st))
+        for c in self.children.values():
+            up = round(now - c.started_at, 3) if c.state is State.RUNNING else 0.0
+            node = {"path": c.path, "kind": "supervisor" if isinstance(c.spec, SupervisorSpec)
+                    else "actor", "pid": c.pid, "state": c.state.value, "restarts": c.restarts,
+                    "uptime": up, "last_exit": c.last_exit}
+            if isinstance(c.spec, ChildSpec):
+                node.update(c.control.counters())
+            nodes.append(node)
         return nodes
 
-    def _node(self, st: ChildState, now: float) -> dict[str, Any]:
-        up = round(now - st.started_at, 3) if st.state == "running" else 0.0
-        node = {"path": st.path, "kind": "supervisor" if isinstance(st.spec, SupervisorSpec)
-                else "actor", "pid": st.pid, "state": st.state, "restarts": st.restarts,
-                "uptime": up, "last_exit": st.last_exit}
-        if isinstance(st.spec, ChildSpec):
-            node.update(ControlBlock(self.tree.control_file(st.path)).counters())
-        return node
+    def restart_child(self, path: str) -> Future[str]:
+        c = self._direct(path)
+        done: Future[str] = Future()
+        self.plan.started_by_hand(c.name)
+        c.restarts += 1
+        self.jobs.append(Job("stop", c.name, "restart requested"))
+        self.jobs.append(Job("start", c.name, "restart requested", done=done))
+        self._next_job()
+        return done
 
-    def _subtree(self, st: ChildState) -> list[dict[str, Any]]:
-        from messages.runtime import TreeRequest
+    def stop_child(self, path: str) -> Future[str]:
+        c = self._direct(path)
+        done: Future[str] = Future()
+        self.plan.stopped_by_hand(c.name)
+        self.jobs.append(Job("stop", c.name, "stop requested", done=done))
+        self._next_job()
+        return done
 
-        try:
-            nodes = self.transport.ask(st.path, TreeRequest(), timeout=2.0)
-        except ActorError:
-            return []
-        return [n for n in nodes if n["path"] != st.path]
-
-    def restart_child(self, path: str) -> str:
-        st = self._direct(path)
-        if st is None:
-            return self._forward(path, "restart")
-        self._stop_child(st)
-        self.plan.started_by_hand(st.name)
-        st.restarts += 1
-        ok, reason = self._start_child(st)
-        if ok:
-            self.publish("restarted", st.path, st.pid, "restart requested")
-        return "restarted" if ok else f"failed: {reason}"
-
-    def stop_child(self, path: str) -> str:
-        st = self._direct(path)
-        if st is None:
-            return self._forward(path, "stop")
-        self.plan.stopped_by_hand(st.name)
-        self._stop_child(st)
-        return "stopped"
-
-    def _direct(self, path: str) -> ChildState | None:
-        for st in self.children.values():
-            if st.path == path:
-                return st
+    def route(self, path: str) -> str:
+        """Which child handles a control request for ``path``: '' for ourselves (a direct
+        child), else the nested supervisor's path."""
+        for c in self.children.values():
+            if c.path == path:
+                return ""
+            if path.startswith(c.path + "/") and isinstance(c.spec, SupervisorSpec):
+                return c.path
         if not path.startswith(self.path + "/"):
             raise UsageError(f"{path} is not in the tree of {self.path}")
-        return None
+        raise NoSuchActor(f"no actor at {path}")
 
-    def _forward(self, path: str, what: str) -> str:
-        from messages.runtime import RestartChild, StopChild
+    def _direct(self, path: str) -> Child:
+        for c in self.children.values():
+            if c.path == path:
+                return c
+        raise NoSuchActor(f"no actor at {path}")
 
-        for st in self.children.values():
-            if path.startswith(st.path + "/") and isinstance(st.spec, SupervisorSpec):
-                msg = RestartChild(path) if what == "restart" else StopChild(path)
-                return str(self.transport.ask(st.path, msg, timeout=30.0))
-        raise UsageError(f"no actor at {path}")
+    # -- tree events -------------------------------------------------------------------------------
+    def subscribe(self, path: str) -> None:
+        self.subscribers.setdefault(path, Subscriber(path))
 
     def publish(self, kind: str, path: str, pid: int, reason: str) -> None:
         """Log a tree event and send it to the subscribers and up the tree."""
@@ -244,11 +394,25 @@ class Supervisor(pykka.ThreadingActor):
         self.relay(TreeEvent(kind, path, pid, reason, time.time()))
 
     def relay(self, event: TreeEvent) -> None:
-        targets = list(self.tree.subscribers)
+        """Send without waiting: a subscriber whose mailbox is full misses events (counted),
+        one whose mailbox is gone is dropped, and neither ever stalls this thread."""
         if self.tree.parent:
-            targets.append(self.tree.parent)
-        for target in targets:
-            try:
-                self.transport.tell(target, event, deadline=0.5)
-            except ActorError:
-                log.debug("event subscriber unreachable", extra={"subscriber": target})
+            self._send(self.tree.parent, event)
+        for sub in list(self.subscribers.values()):
+            if not self._send(sub.path, event):
+                sub.dropped += 1
+                if sub.dropped in (1, 100) or sub.dropped % 10_000 == 0:
+                    log.warning("tree events dropped for a slow subscriber",
+                                extra={"subscriber": sub.path, "dropped": sub.dropped})
+
+    def _send(self, target: str, event: TreeEvent) -> bool:
+        try:
+            self.transport.tell(target, event, deadline=SUBSCRIBER_BACKLOG)
+        except NoSuchActor:
+            if self.subscribers.pop(target, None) is not None:
+                log.info("subscriber gone, dropped", extra={"subscriber": target})
+            return True
+        except ActorError:
+            return False
+        return True
+

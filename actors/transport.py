@@ -7,7 +7,16 @@ for the socket to become writable; a mailbox that is missing (its tree is restar
 blocks, up to a deadline, on backpressure and on replies.
 
 Replies come back on a private socket per process, so an actor can await an ``ask`` while its
-mailbox waits untouched.
+mailbox waits untouched. What a process told before it answers an ``ask`` leaves before the reply,
+so the asker never sees the answer overtake the tells that preceded it.
+
+An ``ask`` has one deadline, for sending and for the reply together; it travels in the envelope, and
+a receiver skips an ask whose asker has already given up.
+
+Memory is bounded: a sender keeps at most ``MAX_PENDING`` bytes for one target whose queue is full
+(``MailboxFull`` beyond it), and a blocking sender blocks above ``HIGH_WATER``. An actor handling
+its mailbox goes on to the next message only once what it told has left (see ``actors.runner``),
+so mailbox-driven traffic never queues more than one message's consequences.
 """
 
 from __future__ import annotations
@@ -15,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import os
 import select
 import threading
 import time
@@ -23,9 +31,9 @@ from typing import Any
 
 import msgpack
 
-from actors.mailbox import Outlet, mailbox_file, reply_socket
+from actors.mailbox import HIGH_WATER, Outlet, bind_mailbox, mailbox_file, private_address
 from messages.codec import MAX_FRAME_BYTES, decode_envelope, encode_envelope, unpack_batch
-from messages.errors import ActorUnavailable, AskTimeout, DecodeError, RemoteError
+from messages.errors import ActorUnavailable, AskTimeout, DecodeError, NoSuchActor, RemoteError
 from messages.runtime import Reply
 
 log = logging.getLogger("actors.transport")
@@ -53,7 +61,9 @@ class Transport:
     def __init__(self, rundir: str) -> None:
         self.rundir = rundir
         self.outlets: dict[str, Outlet] = {}
-        self.replies, self.reply_file = reply_socket(rundir)
+        # In the abstract namespace: no file to leak when the process dies.
+        self.reply_file = mailbox_file(rundir, private_address("r"))
+        self.replies = bind_mailbox(self.reply_file)
         self.replies.setblocking(False)
         self.corr = itertools.count(1)
 
@@ -63,13 +73,22 @@ class Transport:
             out = self.outlets[file] = Outlet(file, ephemeral)
         return out
 
-    def enqueue(self, file: str, msg: Any, corr: int = 0, reply_to: str | None = None) -> Outlet:
+    def enqueue(self, file: str, msg: Any, corr: int = 0, reply_to: str | None = None,
+                deadline: float = 0.0) -> tuple[Outlet, bytes]:
         out = self.outlet(file, ephemeral=reply_to == "")
-        item = msgpack.packb(encode_envelope(msg, corr, reply_to), use_bin_type=True)
-        if len(item) > MAX_FRAME_BYTES - 8:
+        item = msgpack.packb(encode_envelope(msg, corr, reply_to, deadline), use_bin_type=True)
+        if len(item) > MAX_FRAME_BYTES - 16:
             raise ValueError(f"{type(msg).__name__} of {len(item)} bytes exceeds one frame")
-        out.pending.append(item)
-        return out
+        out.push(item)
+        return out, item
+
+    def withdraw(self, out: Outlet, item: bytes) -> None:
+        """Take back a message that has not left yet (an ask that timed out before sending)."""
+        try:
+            out.pending.remove(item)
+        except ValueError:
+            return
+        out.pending_bytes -= len(item)
 
     def file_of(self, path: str) -> str:
         return mailbox_file(self.rundir, path)
@@ -78,10 +97,6 @@ class Transport:
         for out in self.outlets.values():
             out.close()
         self.replies.close()
-        try:
-            os.unlink(self.reply_file)
-        except FileNotFoundError:
-            pass
 
 
 class AsyncTransport(Transport):
@@ -91,25 +106,31 @@ class AsyncTransport(Transport):
         self.waiting: dict[int, asyncio.Future[Reply]] = {}
         self.dirty: set[Outlet] = set()
         self.flush_scheduled = False
+        self.stuck: set[Outlet] = set()  # outlets holding messages that could not leave yet
+        self.drain_waiters: list[asyncio.Future[None]] = []
         loop.add_reader(self.replies.fileno(), self._read_replies)
 
     def tell(self, path: str, msg: Any) -> None:
-        self._queue(self.enqueue(self.file_of(path), msg))
+        self._queue(self.enqueue(self.file_of(path), msg)[0])
 
     def reply(self, file: str, corr: int, reply: Reply) -> None:
-        # A reply goes at once: someone is waiting on it, and there is nothing to batch it with.
-        out = self.enqueue(file, reply, corr, "")
-        if out not in self.dirty:
-            self._flush_one(out)
+        # A reply goes at once (someone is waiting on it), after what was told before it.
+        out, _ = self.enqueue(file, reply, corr, "")
+        self.dirty.discard(out)
+        self.flush()
+        self._flush_one(out)
 
     async def ask(self, path: str, msg: Any, timeout: float = 5.0) -> Any:
         corr = next(self.corr)
         future: asyncio.Future[Reply] = self.loop.create_future()
         self.waiting[corr] = future
-        self._queue(self.enqueue(self.file_of(path), msg, corr, self.reply_file))
+        out, item = self.enqueue(self.file_of(path), msg, corr, self.reply_file,
+                                 time.monotonic() + timeout)
+        self._queue(out)
         try:
             reply = await asyncio.wait_for(future, timeout)
         except TimeoutError:
+            self.withdraw(out, item)
             raise AskTimeout(f"{path} did not answer {type(msg).__name__} in {timeout} s") from None
         finally:
             self.waiting.pop(corr, None)
@@ -127,16 +148,32 @@ class AsyncTransport(Transport):
         for out in dirty:
             self._flush_one(out)
 
+    def settled(self) -> bool:
+        """Send what is queued now; True when nothing this process told is left in it."""
+        if self.dirty:
+            self.flush()
+        return not self.stuck
+
+    async def drained(self) -> None:
+        """Wait until everything this process told has left it (a full mailbox has room)."""
+        while self.stuck:
+            self.drain_waiters.append(future := self.loop.create_future())
+            await future
+
     def _flush_one(self, out: Outlet) -> None:
         try:
             if out.flush():
                 out.failures = 0
+                self._unstuck(out)
                 return
+            self.stuck.add(out)
             self.loop.add_writer(out.fileno(), self._writable, out)
         except ActorUnavailable as exc:
             if out.ephemeral:
-                out.pending.clear()  # a reply socket that is gone: its asker died
+                out.clear()  # a reply socket that is gone: its asker died
+                self._unstuck(out)
                 return
+            self.stuck.add(out)
             out.failures += 1
             if out.failures in (1, 50, 500) or out.failures % 5000 == 0:
                 log.warning("mailbox unavailable, messages kept and retried",
@@ -149,6 +186,14 @@ class AsyncTransport(Transport):
     def _writable(self, out: Outlet) -> None:
         self.loop.remove_writer(out.fileno())
         self._flush_one(out)
+
+    def _unstuck(self, out: Outlet) -> None:
+        self.stuck.discard(out)
+        if self.drain_waiters and not self.stuck:
+            waiters, self.drain_waiters = self.drain_waiters, []
+            for future in waiters:
+                if not future.done():
+                    future.set_result(None)
 
     def _read_replies(self) -> None:
         while True:
@@ -169,23 +214,24 @@ class AsyncTransport(Transport):
 class SyncTransport(Transport):
     """Blocking sends and asks; safe to share between threads.
 
-    A ``tell`` that meets a full mailbox stays queued in this process (up to ``MAX_PENDING``
-    messages per target, beyond which it blocks) and goes out with the next send, or with
-    ``flush()``; an ``ask`` first delivers everything queued before it, so order holds.
+    A ``tell`` that meets a full mailbox stays queued in this process (up to ``HIGH_WATER``
+    bytes per target, beyond which it blocks until they leave or its deadline passes) and goes
+    out with the next send, or with ``flush()``; an ``ask`` first delivers everything queued
+    before it, so order holds. A target with no mailbox at all raises ``NoSuchActor`` at once.
     """
 
-    MAX_PENDING = 100_000
-
-    def __init__(self, rundir: str) -> None:
+    def __init__(self, rundir: str, waiting: Any = None) -> None:
         super().__init__(rundir)
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # the outlets
+        self.asking = threading.Lock()  # the reply socket
+        self.waiting = waiting or (lambda: None)  # called while blocked on backpressure
 
     def tell(self, path: str, msg: Any, deadline: float = SEND_DEADLINE) -> None:
         with self.lock:
-            out = self.enqueue(self.file_of(path), msg)
+            out, _ = self.enqueue(self.file_of(path), msg)
             self._drain_others(out)
-            if len(out.pending) > self.MAX_PENDING:
-                self._send(out, deadline)
+            if out.pending_bytes > HIGH_WATER:
+                self._send(out, time.monotonic() + deadline)
             else:
                 self._try(out)
 
@@ -193,45 +239,69 @@ class SyncTransport(Transport):
         with self.lock:
             for out in list(self.outlets.values()):
                 if out.pending and not out.ephemeral:
-                    self._send(out, deadline)
+                    self._send(out, time.monotonic() + deadline)
 
     def reply(self, file: str, corr: int, reply: Reply) -> None:
         with self.lock:
-            out = self.enqueue(file, reply, corr, "")
+            out, _ = self.enqueue(file, reply, corr, "")
+            self._drain_others(out)  # what was told before the reply leaves before it
             try:
-                self._send(out, 1.0)
+                self._send(out, time.monotonic() + 1.0)
             except ActorUnavailable:
-                out.pending.clear()
+                out.clear()
 
     def ask(self, path: str, msg: Any, timeout: float = 5.0) -> Any:
-        with self.lock:
-            corr = next(self.corr)
-            self._send(self.enqueue(self.file_of(path), msg, corr, self.reply_file), timeout)
-            return reply_value(self._await_reply(path, msg, corr, time.monotonic() + timeout))
+        """One deadline for sending and for the reply; a request that could not leave in time
+        is withdrawn, and one that left is skipped by its receiver once the deadline passed.
+        Asks through one transport take turns (one reply socket); tells never wait for them."""
+        deadline = time.monotonic() + timeout
+        with self.asking:
+            with self.lock:
+                corr = next(self.corr)
+                out, item = self.enqueue(self.file_of(path), msg, corr, self.reply_file, deadline)
+                try:
+                    self._send(out, deadline)
+                except ActorUnavailable as exc:
+                    self.withdraw(out, item)
+                    if isinstance(exc, NoSuchActor):
+                        raise
+                    raise AskTimeout(f"{path} did not take {type(msg).__name__} within "
+                                     f"{timeout} s ({exc.reason})") from None
+            return reply_value(self._await_reply(path, msg, corr, deadline))
 
     def _try(self, out: Outlet) -> None:
         try:
             out.flush()
+        except NoSuchActor:
+            out.clear()
+            raise
         except ActorUnavailable:
             pass  # stays queued: the mailbox is being re-created
 
     def _drain_others(self, current: Outlet) -> None:
         for out in self.outlets.values():
             if out is not current and out.pending and not out.ephemeral:
-                self._try(out)
+                try:
+                    self._try(out)
+                except NoSuchActor:
+                    pass  # that tell's sender has already been told
 
-    def _send(self, out: Outlet, deadline_s: float) -> None:
-        deadline = time.monotonic() + deadline_s
+    def _send(self, out: Outlet, deadline: float) -> None:
         while True:
             try:
                 if out.flush():
                     return
-                select.select([], [out.fileno()], [], max(0.0, deadline - time.monotonic()))
+                select.select([], [out.fileno()], [],
+                              min(RETRY * 5, max(0.0, deadline - time.monotonic())))
+                self.waiting()
+            except NoSuchActor:
+                out.clear()
+                raise
             except ActorUnavailable:
                 time.sleep(RETRY)  # the mailbox is being re-created; poll until the deadline
             if time.monotonic() >= deadline:
                 raise ActorUnavailable(
-                    f"could not deliver to {out.file} in {deadline_s} s "
+                    f"could not deliver to {out.file} in time "
                     f"({len(out.pending)} messages still queued)")
 
     def _await_reply(self, path: str, msg: Any, corr: int, deadline: float) -> Reply:

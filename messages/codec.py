@@ -1,8 +1,11 @@
 """Typed messages: frozen dataclasses under stable integer tags, encoded with msgpack.
 
 A message class is declared with ``@message(Tag.X)``; the tag table is ``messages.tags.Tag``.
-On the wire a message is ``[tag, [field, ...]]``; an ``ask`` adds ``corr`` and ``reply_to``.
-A mailbox datagram carries a *batch*: a msgpack array of such envelopes.
+On the wire a message is ``[tag, [field, ...]]``; an ``ask`` adds ``corr``, ``reply_to`` and the
+asker's deadline. A mailbox datagram is an 8-byte *stamp* (the sending socket's random id and a
+sequence number: no two datagrams a process sends are alike, which is how a restarted actor tells
+the datagram its predecessor held from a new one) followed by a *batch*: a msgpack array of
+envelopes.
 
 Decoding takes hostile bytes. It checks the frame size before unpacking, every tag against the
 registry and every field against its declared type, and raises only ``DecodeError`` (or a
@@ -26,6 +29,7 @@ from messages.errors import DecodeError, FrameTooLarge, UnknownMessage, UsageErr
 # (212992 bytes by default on Linux), so a batch stays well below it; bigger payloads do not
 # belong on a mailbox.
 MAX_FRAME_BYTES = 64 * 1024
+STAMP_BYTES = 8
 # Nesting inside one field (lists of dicts of ...): bounds the validator's recursion.
 MAX_DEPTH = 8
 
@@ -39,6 +43,7 @@ class Envelope(NamedTuple):
     msg: Any
     corr: int = 0
     reply_to: str | None = None
+    deadline: float = 0.0  # an ask's, on CLOCK_MONOTONIC; 0: none
 
 
 def message(tag: int) -> Callable[[type], type]:
@@ -116,8 +121,10 @@ def _plain(value: Any, depth: int) -> bool:
     return True
 
 
-def encode_envelope(msg: Any, corr: int = 0, reply_to: str | None = None) -> list[Any]:
-    """The msgpack-ready form of one message."""
+def encode_envelope(msg: Any, corr: int = 0, reply_to: str | None = None,
+                    deadline: float = 0.0) -> list[Any]:
+    """The msgpack-ready form of one message. An ask's ``deadline`` (CLOCK_MONOTONIC, 0 for
+    none) lets its receiver skip it once the asker has given up."""
     try:
         getter, _ = _FIELDS[type(msg)]
     except KeyError:
@@ -125,19 +132,26 @@ def encode_envelope(msg: Any, corr: int = 0, reply_to: str | None = None) -> lis
     fields = list(getter(msg))
     if reply_to is None:
         return [msg.TAG, fields]
+    if deadline:
+        return [msg.TAG, fields, corr, reply_to, deadline]
     return [msg.TAG, fields, corr, reply_to]
 
 
-def pack_batch(envelopes: Iterable[list[Any]]) -> bytes:
-    data = msgpack.packb(list(envelopes), use_bin_type=True)
+def stamp_bytes(stamp: int) -> bytes:
+    return stamp.to_bytes(STAMP_BYTES, "big")
+
+
+def pack_batch(envelopes: Iterable[list[Any]], stamp: int = 0) -> bytes:
+    """A whole mailbox datagram (stamp and batch), as tools and tests send one."""
+    data = stamp_bytes(stamp) + msgpack.packb(list(envelopes), use_bin_type=True)
     if len(data) > MAX_FRAME_BYTES:
         raise UsageError(f"batch of {len(data)} bytes exceeds MAX_FRAME_BYTES={MAX_FRAME_BYTES}")
     return data
 
 
-def encode(msg: Any, corr: int = 0, reply_to: str | None = None) -> bytes:
-    """One message as a batch of one."""
-    return pack_batch([encode_envelope(msg, corr, reply_to)])
+def encode(msg: Any, corr: int = 0, reply_to: str | None = None, stamp: int = 0) -> bytes:
+    """One message as a datagram with a batch of one."""
+    return pack_batch([encode_envelope(msg, corr, reply_to)], stamp)
 
 
 def unpack_batch(data: bytes) -> list[Envelope]:
@@ -146,11 +160,14 @@ def unpack_batch(data: bytes) -> list[Envelope]:
 
 
 def unpack_raw(data: bytes) -> list[Any]:
-    """The envelopes of a batch, not yet decoded, so one bad envelope spoils only itself."""
+    """The envelopes of a datagram, not yet decoded, so one bad envelope spoils only itself."""
     if len(data) > MAX_FRAME_BYTES:
         raise FrameTooLarge(f"frame of {len(data)} bytes exceeds {MAX_FRAME_BYTES}")
+    if len(data) < STAMP_BYTES + 1:
+        raise DecodeError(f"a datagram of {len(data)} bytes is shorter than its stamp and batch")
     try:
-        raw = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
+        raw = msgpack.unpackb(memoryview(data)[STAMP_BYTES:], raw=False, use_list=True,
+                              strict_map_key=True)
     except Exception as exc:  # msgpack raises a zoo of types on hostile input
         raise DecodeError(f"not msgpack: {type(exc).__name__}: {exc}") from None
     if not isinstance(raw, list):
@@ -159,8 +176,9 @@ def unpack_raw(data: bytes) -> list[Any]:
 
 
 def decode_envelope(item: Any) -> Envelope:
-    if not isinstance(item, list) or len(item) not in (2, 4):
-        raise DecodeError("an envelope is [tag, fields] or [tag, fields, corr, reply_to]")
+    if not isinstance(item, list) or len(item) not in (2, 4, 5):
+        raise DecodeError("an envelope is [tag, fields] or [tag, fields, corr, reply_to"
+                          "(, deadline)]")
     tag, fields = item[0], item[1]
     cls = _REGISTRY.get(tag) if isinstance(tag, int) and not isinstance(tag, bool) else None
     if cls is None:
@@ -169,9 +187,11 @@ def decode_envelope(item: Any) -> Envelope:
     if len(item) == 2:
         return Envelope(msg)
     corr, reply_to = item[2], item[3]
-    if not isinstance(corr, int) or not isinstance(reply_to, str) or len(reply_to) > 256:
+    deadline = item[4] if len(item) == 5 else 0.0
+    if (not isinstance(corr, int) or not isinstance(reply_to, str) or len(reply_to) > 256
+            or not isinstance(deadline, (int, float)) or isinstance(deadline, bool)):
         raise DecodeError(f"bad ask header on {cls.__name__}")
-    return Envelope(msg, corr, reply_to)
+    return Envelope(msg, corr, reply_to, float(deadline))
 
 
 def _build(cls: type, fields: Any) -> Any:
@@ -197,6 +217,6 @@ class Message:
 
 
 __all__ = [
-    "MAX_FRAME_BYTES", "Envelope", "Message", "message", "encode", "encode_envelope",
+    "MAX_FRAME_BYTES", "STAMP_BYTES", "Envelope", "Message", "message", "encode", "encode_envelope",
     "pack_batch", "unpack_batch", "unpack_raw", "decode_envelope", "registered",
 ]

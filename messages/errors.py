@@ -12,6 +12,8 @@
     └── ActorError                the actor runtime
         ├── AskTimeout            no reply within the ask's timeout
         ├── ActorUnavailable      the target cannot take messages (its tree is gone)
+        │   ├── NoSuchActor       no mailbox by that name (a mistyped path, a dead asker)
+        │   └── MailboxFull       a sender's own bounded queue for that target is full
         └── RemoteError           the handler of an ``ask`` raised; carries its type and text
 
 Decoders raise only ``DecodeError`` (and its subclasses) on any input; tests hold them to that.
@@ -79,6 +81,17 @@ class ActorUnavailable(ActorError):
     code = "unavailable"
 
 
+class NoSuchActor(ActorUnavailable):
+    code = "no_such_actor"
+
+
+class MailboxFull(ActorUnavailable):
+    """A sender holds its limit of bytes for a mailbox that takes nothing: a bound, not a
+    leak. The caller may retry later; the messages already queued are kept."""
+
+    code = "mailbox_full"
+
+
 class RemoteError(ActorError):
     """An ``ask`` handler raised; ``remote_type`` names the exception class."""
 
@@ -92,5 +105,5 @@ class RemoteError(ActorError):
 __all__ = [
     "P2PError", "UsageError", "ConfigError", "IllegalTransition", "PeerError", "DecodeError",
     "FrameTooLarge", "UnknownMessage", "AuthError", "ActorError", "AskTimeout",
-    "ActorUnavailable", "RemoteError",
+    "ActorUnavailable", "NoSuchActor", "MailboxFull", "RemoteError",
 ]

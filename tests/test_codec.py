@@ -9,28 +9,45 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from messages.codec import MAX_FRAME_BYTES, encode, message, unpack_batch
+from messages.codec import MAX_FRAME_BYTES, encode, encode_envelope, message, unpack_batch
 from messages.errors import DecodeError, FrameTooLarge, UnknownMessage, UsageError
 from messages.runtime import Fault, Probe, Reply, TreeEvent
 from messages.tags import Tag
 
+STAMP = b"\x00\x00\x00\x2a\x00\x00\x00\x07"  # a sending socket's id 42, its 7th datagram
 GOLDEN = [
-    (Probe("a", 1, b"x"), b"\x91\x922\x93\xa1a\x01\xc4\x01x"),
-    (Fault("crash"), b"\x91\x92\x02\x91\xa5crash"),
-    (TreeEvent("started", "w/udp", 7, "", 1.5),
-     b"\x91\x92\x0e\x95\xa7started\xa5w/udp\x07\xa0\xcb?\xf8\x00\x00\x00\x00\x00\x00"),
+    (Probe("a", 1, b"x"), STAMP + b"\x91\x922\x93\xa1a\x01\xc4\x01x"),
+    (Fault("crash"), STAMP + b"\x91\x92\x02\x91\xa5crash"),
+    (TreeEvent("started", "w/udp", 7, "", 1.5), STAMP
+     + b"\x91\x92\x0e\x95\xa7started\xa5w/udp\x07\xa0\xcb?\xf8\x00\x00\x00\x00\x00\x00"),
 ]
+
+
+def packb(obj: object) -> bytes:
+    """A datagram of hand-made msgpack, stamped."""
+    return STAMP + msgpack.packb(obj, use_bin_type=True)
 
 
 @pytest.mark.parametrize(("msg", "wire"), GOLDEN)
 def test_golden_bytes(msg: object, wire: bytes) -> None:
-    assert encode(msg) == wire
+    assert encode(msg, stamp=42 << 32 | 7) == wire
     assert unpack_batch(wire)[0].msg == msg
 
 
 def test_ask_envelope_round_trip() -> None:
     env = unpack_batch(encode(Reply(True, {"a": [1, 2]}), 5, "/run/r-1.sock"))[0]
-    assert env == (Reply(True, {"a": [1, 2]}), 5, "/run/r-1.sock")
+    assert env == (Reply(True, {"a": [1, 2]}), 5, "/run/r-1.sock", 0.0)
+
+
+def test_an_asks_deadline_travels_with_it() -> None:
+    item = encode_envelope(Probe("a", 1), 5, "@r", deadline=123.5)
+    env = unpack_batch(packb([item]))[0]
+    assert (env.corr, env.reply_to, env.deadline) == (5, "@r", 123.5)
+
+
+def test_a_datagram_shorter_than_its_stamp_is_refused() -> None:
+    with pytest.raises(DecodeError, match="shorter than its stamp"):
+        unpack_batch(b"\x91\x90")
 
 
 @pytest.mark.parametrize(("fields", "error"), [
@@ -43,17 +60,17 @@ def test_ask_envelope_round_trip() -> None:
 ])
 def test_mistyped_fields_are_refused(fields: object, error: str) -> None:
     with pytest.raises(DecodeError, match=error):
-        unpack_batch(msgpack.packb(fields))
+        unpack_batch(packb(fields))
 
 
 def test_unknown_tag() -> None:
     with pytest.raises(UnknownMessage):
-        unpack_batch(msgpack.packb([[9999, []]]))
+        unpack_batch(packb([[9999, []]]))
 
 
 def test_oversized_frame() -> None:
     with pytest.raises(FrameTooLarge):
-        unpack_batch(b"\x91" + b"\x00" * MAX_FRAME_BYTES)
+        unpack_batch(STAMP + b"\x91" + b"\x00" * MAX_FRAME_BYTES)
 
 
 def test_declaring_a_taken_tag_is_an_error() -> None:
@@ -93,6 +110,6 @@ _values = st.recursive(
        st.lists(_values, max_size=6))
 def test_structured_garbage_decodes_or_raises_decode_error(tag: int, fields: list) -> None:
     try:
-        unpack_batch(msgpack.packb([[tag, fields]], use_bin_type=True))
+        unpack_batch(packb([[tag, fields]]))
     except DecodeError:
         pass

@@ -16,7 +16,7 @@ from conftest import alive, descendants, wait_until, within
 from actors.client import Client
 from actors.mailbox import mailbox_file
 from actors.testing import read_record
-from messages.codec import encode_envelope
+from messages.codec import encode_envelope, stamp_bytes
 from messages.errors import RemoteError
 from messages.runtime import Fault, Probe
 from messages.tags import Tag
@@ -120,7 +120,8 @@ def test_a_bad_envelope_spoils_only_itself(basic) -> None:  # noqa: ANN001
     good = [encode_envelope(Probe("x", 1)), [9999, []], [Tag.PROBE, ["x", "two", b""]],
             encode_envelope(Probe("x", 4))]
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as raw:
-        raw.sendto(msgpack.packb(good, use_bin_type=True), mailbox_file(tree.rundir, "t/a"))
+        raw.sendto(stamp_bytes(1) + msgpack.packb(good, use_bin_type=True),
+                   mailbox_file(tree.rundir, "t/a"))
     assert client.ask("t/a", Probe("sync", 0)) == 0
     assert [s for who, s in read_record(str(tree.workdir / "a.rec")) if who == "x"] == [1, 4]
     assert client.node("t", "t/a")["malformed"] == 2
@@ -222,7 +223,8 @@ def test_crash_loop_escalates_and_the_root_exits_non_zero(run_tree) -> None:  # 
 
 
 def test_a_killed_roots_run_directory_is_reaped_by_the_next_root(tmp_path) -> None:  # noqa: ANN001
-    from actors.tree import OWNER_FILE, reap_stale_rundirs
+    from actors.rundir import OWNER_FILE
+    from actors.rundir import reap_stale as reap_stale_rundirs
 
     stale, live, foreign = tmp_path / "p2p-dead", tmp_path / "p2p-live", tmp_path / "p2p-other"
     for d in (stale, live, foreign):

@@ -29,7 +29,7 @@ from typing import Any
 import pykka
 
 from actors.actor import Actor
-from actors.child import EXIT_CRASHED
+from actors.boot import EXIT_CRASHED
 from actors.worker.stun_socket import ForwardingSocket, detect_nat_type
 from messages.errors import DecodeError
 from messages.worker import RedoStun, StatusRequest, StunResult, UdpReceived, UdpSend, UiEvent
