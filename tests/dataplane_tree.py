@@ -72,8 +72,8 @@ def worker(workdir: str, name: str) -> SupervisorSpec:
 
 def spec(workdir: str) -> SupervisorSpec:
     return SupervisorSpec("dp", tuple(worker(workdir, n) for n in WORKERS),
-                          preload=("aioquic.quic.connection", "protocol.tunnel",
-                                   "protocol.holepunch", "actors.worker.quic"))
+                          preload=("aioquic.quic.connection", "protocol.tunnel.connection",
+                                   "protocol.udp.holepunch", "actors.worker.quic"))
 
 
 if __name__ == "__main__":

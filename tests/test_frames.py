@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from messages.errors import DecodeError, FrameTooLarge, UnknownMessage, UsageError
-from protocol.frames import (
+from protocol.udp import (
     END_MARKER,
     FRAME_LAYOUTS,
     MAX_BENCH_PAYLOAD,

@@ -8,9 +8,10 @@ import pytest
 from netsim import Nat, NatKind, Network, run
 
 from messages.errors import IllegalTransition, UsageError
-from protocol.frames import Keepalive, Ping, Pong, Punch, PunchAck, decode_frame, encode_frame
-from protocol.holepunch import TRANSITIONS, HolePunch, PunchFailed, PunchState, PunchSucceeded
-from protocol.path import (
+from protocol.stun import Address
+from protocol.udp import Keepalive, Ping, Pong, Punch, PunchAck, decode_frame, encode_frame
+from protocol.udp.holepunch import TRANSITIONS, HolePunch, PunchFailed, PunchState, PunchSucceeded
+from protocol.udp.path import (
     MAX_PINGS_IN_FLIGHT,
     PathLost,
     PathMonitor,
@@ -20,8 +21,7 @@ from protocol.path import (
     PingTimedOut,
     PingTracker,
 )
-from protocol.path import TRANSITIONS as PATH_TRANSITIONS
-from protocol.stun import Address
+from protocol.udp.path import TRANSITIONS as PATH_TRANSITIONS
 
 TOKEN = bytes(range(16))
 OTHER_TOKEN = bytes(range(1, 17))

@@ -8,7 +8,7 @@ import msgpack
 import pytest
 
 from messages.errors import DecodeError, IllegalTransition
-from protocol.pairing import (
+from protocol.rendezvous.pairing import (
     REASON_DISCONNECTED,
     REASON_REPAIRED,
     Candidate,
@@ -225,7 +225,7 @@ def test_illegal_moves_raise(old: MatchState, new: MatchState) -> None:
 
 
 def test_moves_are_logged_old_to_new(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level("INFO", logger="protocol.pairing")
+    caplog.set_level("INFO", logger="protocol.rendezvous.pairing")
     arrive(counting_tokens(), "w1", "w2")
     assert "worker w1: absent -> waiting" in caplog.text
     assert "worker w2: waiting -> paired" in caplog.text

@@ -6,8 +6,8 @@ import msgpack
 import pytest
 
 from messages.errors import DecodeError, IllegalTransition, PeerError, UsageError
-from protocol.pairing import REASON_REPLACED, Candidate, PairingTable, PeerLeft
-from protocol.registry import WorkerEvent, WorkerRegistry, WorkerState, next_state
+from protocol.rendezvous.pairing import REASON_REPLACED, Candidate, PairingTable, PeerLeft
+from protocol.rendezvous.registry import WorkerEvent, WorkerRegistry, WorkerState, next_state
 
 FINGERPRINT = "cd" * 32
 
@@ -141,7 +141,7 @@ def test_restore_refuses_a_malformed_snapshot(snapshot: dict) -> None:
 
 
 def test_transitions_are_logged_old_to_new(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level("INFO", logger="protocol.registry")
+    caplog.set_level("INFO", logger="protocol.rendezvous.registry")
     registry = connected("w1")
     registry.update_endpoint("w1", 0, "198.51.100.2", 40001)
     registry.disconnect("w1", 0)

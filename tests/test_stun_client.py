@@ -17,7 +17,7 @@ from protocol.stun import (
     parse_message,
     serialize_message,
 )
-from protocol.stun_client import (
+from protocol.stun.client import (
     BindingFailed,
     BindingSucceeded,
     StunTransaction,
@@ -85,7 +85,7 @@ def test_every_retransmission_repeats_the_same_request() -> None:
 
 def test_success_reports_mapping_server_and_rtt(caplog: pytest.LogCaptureFixture) -> None:
     transaction = StunTransaction(SERVER, 5.0)
-    caplog.set_level(logging.INFO, logger="protocol.stun_client")
+    caplog.set_level(logging.INFO, logger="protocol.stun.client")
     assert transfer(transaction, 5.25) == [True]
     assert events(transaction) == [BindingSucceeded(CLIENT, SERVER, 0.25)]
     assert transaction.state is TransactionState.SUCCEEDED and transaction.get_timer() is None

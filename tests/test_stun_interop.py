@@ -32,7 +32,7 @@ from protocol.stun import (
     parse_message,
     serialize_message,
 )
-from protocol.stun_client import BindingEvent, BindingSucceeded, StunTransaction
+from protocol.stun.client import BindingEvent, BindingSucceeded, StunTransaction
 
 WAIT = within(5.0)  # the bound on every startup, transaction and thread join here
 STUND = "/usr/sbin/stund"

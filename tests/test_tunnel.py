@@ -11,10 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from messages.errors import AuthError, DecodeError, FrameTooLarge, IllegalTransition, UsageError
-from protocol import certs, tunnel_auth, tunnel_frames
-from protocol.tunnel import Tunnel, TunnelState
-from protocol.tunnel_chat import MAX_PENDING, MAX_SENDERS, Inbox, Outbox
-from protocol.tunnel_events import (
+from protocol import certs
+from protocol.tunnel import auth as tunnel_auth
+from protocol.tunnel import frames as tunnel_frames
+from protocol.tunnel.chat import MAX_PENDING, MAX_SENDERS, Inbox, Outbox
+from protocol.tunnel.connection import Tunnel, TunnelState
+from protocol.tunnel.events import (
     TRANSITIONS,
     AuthFailed,
     ChatAcked,
@@ -25,7 +27,7 @@ from protocol.tunnel_events import (
     TunnelUp,
     check_transition,
 )
-from protocol.tunnel_frames import (
+from protocol.tunnel.frames import (
     AuthAccepted,
     AuthChallenge,
     AuthProof,
@@ -37,7 +39,7 @@ from protocol.tunnel_frames import (
     decode_body,
     encode_frame,
 )
-from protocol.tunnel_streams import MAX_HELD_FRAMES, StreamFrames
+from protocol.tunnel.streams import MAX_HELD_FRAMES, StreamFrames
 
 ADDRESSES = {"client": ("127.0.0.1", 40001), "server": ("127.0.0.1", 40002)}
 MAX_STEPS = 5000  # bounds every simulated run; real runs need a few hundred

@@ -18,8 +18,8 @@ from typing import Any
 from messages import wire
 from messages.errors import DecodeError
 from messages.worker import PeerOffer
-from protocol.frames import TOKEN_SIZE
-from protocol.pairing import quic_role
+from protocol.rendezvous.pairing import quic_role
+from protocol.udp import TOKEN_SIZE
 
 MAX_MESSAGE = 64 * 1024  # what the service's edge accepts; its messages are far smaller
 

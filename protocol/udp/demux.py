@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from enum import Enum
 
-from protocol.frame_layouts import FRAME_MAGIC
-from protocol.legacy import LEGACY_PUNCH, legacy_json_object
-from protocol.stun_codec import is_stun
+from protocol.stun.codec import is_stun
+from protocol.udp.layouts import FRAME_MAGIC
+from protocol.udp.legacy import LEGACY_PUNCH, legacy_json_object
 
 
 class DatagramKind(Enum):

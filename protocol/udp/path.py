@@ -19,7 +19,8 @@ import logging
 from dataclasses import dataclass
 
 from messages.errors import DecodeError, IllegalTransition, UsageError
-from protocol.frames import (
+from protocol.stun import Address
+from protocol.udp import (
     BenchData,
     BenchEnd,
     Frame,
@@ -29,7 +30,6 @@ from protocol.frames import (
     decode_frame,
     encode_frame,
 )
-from protocol.stun import Address
 
 logger = logging.getLogger(__name__)
 

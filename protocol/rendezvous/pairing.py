@@ -3,8 +3,8 @@
 A worker enters with ``worker_ready(candidate)`` once it has a UDP endpoint and an open
 connection (the registry decides that), and leaves with ``worker_gone``. Waiting workers are
 paired first come, first served; each worker is in at most one pair. Every call returns events
-(``protocol.pairing_events``) that carry the JSON messages to send (``Outbound``), built with
-``messages.wire``; ``snapshot``/``restore`` go through ``protocol.pairing_snapshot``.
+(``protocol.rendezvous.events``) that carry the JSON messages to send (``Outbound``), built with
+``messages.wire``; ``snapshot``/``restore`` go through ``protocol.rendezvous.snapshot``.
 
 Per worker, ``MatchState`` moves along ``MOVES``; ``check_move`` is the one place that allows a
 move. Rules chosen here (docs/PROTOCOL.md repeats them):
@@ -27,7 +27,7 @@ from typing import Any
 
 from messages import wire
 from messages.errors import IllegalTransition
-from protocol.pairing_events import (
+from protocol.rendezvous.events import (
     REASON_DEREGISTERED,
     REASON_DISCONNECTED,
     REASON_REPAIRED,
@@ -41,7 +41,7 @@ from protocol.pairing_events import (
     PeerMoved,
     RequestRefused,
 )
-from protocol.pairing_snapshot import pairing_snapshot, read_pairing_snapshot
+from protocol.rendezvous.snapshot import pairing_snapshot, read_pairing_snapshot
 
 logger = logging.getLogger(__name__)
 

@@ -1,17 +1,17 @@
 """The datagrams of the worker's one UDP socket: demultiplexing, our frames, the original's.
 
 The public API of the modules below, re-exported so that callers import it from one place:
-``protocol.demux`` (``classify``: which part of the worker a datagram belongs to, by its first
-byte as in RFC 7983 / RFC 9443), ``protocol.frame_layouts`` (our frames and the one table that
-lays them out), ``protocol.frame_codec`` (``encode_frame``/``decode_frame``) and
-``protocol.legacy`` (the original system's JSON and text datagrams).
+``protocol.udp.demux`` (``classify``: which part of the worker a datagram belongs to, by its first
+byte as in RFC 7983 / RFC 9443), ``protocol.udp.layouts`` (our frames and the one table that
+lays them out), ``protocol.udp.codec`` (``encode_frame``/``decode_frame``) and
+``protocol.udp.legacy`` (the original system's JSON and text datagrams).
 """
 
 from __future__ import annotations
 
-from protocol.demux import DatagramKind, classify
-from protocol.frame_codec import decode_frame, encode_frame
-from protocol.frame_layouts import (
+from protocol.udp.codec import decode_frame, encode_frame
+from protocol.udp.demux import DatagramKind, classify
+from protocol.udp.layouts import (
     END_MARKER,
     FRAME_LAYOUTS,
     FRAME_MAGIC,
@@ -34,7 +34,7 @@ from protocol.frame_layouts import (
     PunchAck,
     Wire,
 )
-from protocol.legacy import (
+from protocol.udp.legacy import (
     LEGACY_PUNCH,
     MAX_LEGACY_SIZE,
     LegacyChat,

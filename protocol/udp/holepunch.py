@@ -21,7 +21,8 @@ import logging
 from dataclasses import dataclass
 
 from messages.errors import DecodeError, IllegalTransition, UsageError
-from protocol.frames import (
+from protocol.stun import Address
+from protocol.udp import (
     TOKEN_SIZE,
     WORKER_ID,
     Frame,
@@ -30,7 +31,6 @@ from protocol.frames import (
     decode_frame,
     encode_frame,
 )
-from protocol.stun import Address
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from messages import wire
 from messages.errors import DecodeError
-from protocol.pairing_events import Candidate, Pair
+from protocol.rendezvous.events import Candidate, Pair
 
 
 def pairing_snapshot(

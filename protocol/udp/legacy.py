@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from messages.errors import DecodeError, FrameTooLarge, UnknownMessage
-from protocol.frame_layouts import WORKER_ID
+from protocol.udp.layouts import WORKER_ID
 
 MAX_LEGACY_SIZE = 8192  # the original sent one JSON chat per datagram; bounds json.loads work
 LEGACY_PUNCH = re.compile(rb"P2P_HOLE_PUNCH_PING_FROM_([A-Za-z0-9_-]{1,64})_NUM_([0-9]{1,9})")

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from aioquic.quic import events as quic_events
 
 from messages.errors import DecodeError
-from protocol.tunnel_frames import Frame, FrameReader
+from protocol.tunnel.frames import Frame, FrameReader
 
 # Only the few frames the server sends in its first round trip after AuthAccepted.
 MAX_HELD_FRAMES = 64

@@ -22,7 +22,7 @@ from typing import Any
 
 from messages import wire
 from messages.errors import DecodeError, IllegalTransition, PeerError, UsageError
-from protocol.pairing import Candidate, PairFormed, PairingEvent, PeerLeft
+from protocol.rendezvous.pairing import Candidate, PairFormed, PairingEvent, PeerLeft
 
 logger = logging.getLogger(__name__)
 

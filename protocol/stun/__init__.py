@@ -1,14 +1,14 @@
 """STUN messages (RFC 8489, which obsoletes RFC 5389, and classic RFC 3489), sans-I/O.
 
 The public API of the STUN modules, re-exported so that callers import it from one place:
-``protocol.stun_codec`` (the header, ``StunMessage``, ``parse_message``/``serialize_message``),
-``protocol.stun_attributes`` (the attribute table, one row per attribute) and
-``protocol.stun_responder`` (``binding_response``, the embedded responder's logic).
+``protocol.stun.codec`` (the header, ``StunMessage``, ``parse_message``/``serialize_message``),
+``protocol.stun.attributes`` (the attribute table, one row per attribute) and
+``protocol.stun.responder`` (``binding_response``, the embedded responder's logic).
 """
 
 from __future__ import annotations
 
-from protocol.stun_attributes import (
+from protocol.stun.attributes import (
     ATTRIBUTES,
     CHANGE_IP,
     CHANGE_PORT,
@@ -16,7 +16,7 @@ from protocol.stun_attributes import (
     Address,
     AttributeRow,
 )
-from protocol.stun_codec import (
+from protocol.stun.codec import (
     BINDING,
     FINGERPRINT_XOR,
     HEADER_LENGTH,
@@ -28,7 +28,7 @@ from protocol.stun_codec import (
     parse_message,
     serialize_message,
 )
-from protocol.stun_responder import SOFTWARE_NAME, binding_response
+from protocol.stun.responder import SOFTWARE_NAME, binding_response
 
 __all__ = [
     "ATTRIBUTES", "CHANGE_IP", "CHANGE_PORT", "MAX_TEXT_BYTES", "Address", "AttributeRow",

@@ -1,6 +1,6 @@
 """STUN messages (RFC 8489, which obsoletes RFC 5389, and classic RFC 3489): header and codec.
 
-A message is a 20-byte header and the attributes of ``protocol.stun_attributes``. A message
+A message is a 20-byte header and the attributes of ``protocol.stun.attributes``. A message
 without the magic cookie is an RFC 3489 one: its transaction id is the whole 128 bits after the
 length.
 """
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from messages.errors import DecodeError, FrameTooLarge, UsageError
-from protocol.stun_attributes import row_for_name, row_for_type
+from protocol.stun.attributes import row_for_name, row_for_type
 
 MAGIC_COOKIE = b"\x21\x12\xa4\x42"
 HEADER_LENGTH = 20

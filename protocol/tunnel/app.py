@@ -16,9 +16,9 @@ from collections.abc import Callable
 from aioquic.quic.connection import QuicConnection
 
 from messages.errors import DecodeError, UsageError
-from protocol.tunnel_chat import OUTBOX_ID_BYTES, Inbox, Outbox
-from protocol.tunnel_events import ChatAcked, ChatReceived, EchoReplied, TunnelEvent
-from protocol.tunnel_frames import (
+from protocol.tunnel.chat import OUTBOX_ID_BYTES, Inbox, Outbox
+from protocol.tunnel.events import ChatAcked, ChatReceived, EchoReplied, TunnelEvent
+from protocol.tunnel.frames import (
     ChatAck,
     ChatMessage,
     EchoRequest,

@@ -4,7 +4,7 @@
 ``receive_datagram(data, addr, now)``, sends ``datagrams_to_send(now)``, re-arms one timer from
 ``get_timer()``, calls ``handle_timer(now)`` and drains ``next_event()``. It owns no socket and no
 clock. Setup: the QUIC/TLS handshake (the client pins the server's certificate), then the
-challenge of ``tunnel_auth`` on the server's first bidirectional stream (the *control stream*);
+challenge of ``auth`` on the server's first bidirectional stream (the *control stream*);
 only after both checks does either side report ``TunnelUp``. Then ``tunnel_app`` carries chat
 and echo, and a PING every ``ping_interval`` keeps the tunnel and the NAT mapping alive.
 
@@ -21,11 +21,11 @@ from aioquic.quic import events as quic_events
 from aioquic.quic.connection import NetworkAddress, QuicConnection
 
 from messages.errors import AuthError, ConfigError, DecodeError, UsageError
-from protocol import tunnel_auth
 from protocol.certs import check_key_pair, fingerprint
-from protocol.tunnel_app import AppStreams
-from protocol.tunnel_chat import Inbox, Outbox
-from protocol.tunnel_events import (
+from protocol.tunnel import auth
+from protocol.tunnel.app import AppStreams
+from protocol.tunnel.chat import Inbox, Outbox
+from protocol.tunnel.events import (
     AuthFailed,
     TunnelDown,
     TunnelEvent,
@@ -33,15 +33,15 @@ from protocol.tunnel_events import (
     TunnelUp,
     check_transition,
 )
-from protocol.tunnel_frames import AuthAccepted, AuthChallenge, AuthProof, Frame
-from protocol.tunnel_quic import (
+from protocol.tunnel.frames import AuthAccepted, AuthChallenge, AuthProof, Frame
+from protocol.tunnel.quic import (
     Keepalive,
     TunnelError,
     describe_termination,
     initial_destination_cid,
     quic_configuration,
 )
-from protocol.tunnel_streams import StreamFrames
+from protocol.tunnel.streams import StreamFrames
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class Tunnel:
             raise ConfigError(f"a tunnel role is 'client' or 'server', not {role!r}")
         check_key_pair(local_cert_pem, local_key_pem)
         self.role = role
-        self.peer_fingerprint = tunnel_auth.parse_fingerprint(peer_fingerprint)
+        self.peer_fingerprint = auth.parse_fingerprint(peer_fingerprint)
         self.local_fingerprint = fingerprint(local_cert_pem)
         self.outbox = outbox if outbox is not None else Outbox()
         self.inbox = inbox if inbox is not None else Inbox()
@@ -73,7 +73,7 @@ class Tunnel:
         self._setup_deadline = now + setup_timeout  # UP by then, or give up
         self._state = TunnelState.NEW
         self._quic: QuicConnection | None = None
-        self._control: tunnel_auth.ControlStream | None = None
+        self._control: auth.ControlStream | None = None
         self._streams = StreamFrames(self._on_frame, self._on_stream_end)
         self._app: AppStreams | None = None
         self._events: deque[TunnelEvent] = deque()
@@ -154,7 +154,7 @@ class Tunnel:
 
     def _open(self, quic: QuicConnection) -> QuicConnection:
         self._quic = quic
-        self._control = tunnel_auth.ControlStream(
+        self._control = auth.ControlStream(
             quic, self._cert_pem, self._key_pem, self.local_fingerprint, self.peer_fingerprint
         )
         return quic
@@ -195,7 +195,7 @@ class Tunnel:
             return
         if self.role == "client":
             try:
-                tunnel_auth.check_server_certificate(self._quic, self.peer_fingerprint)  # type: ignore[arg-type]
+                auth.check_server_certificate(self._quic, self.peer_fingerprint)  # type: ignore[arg-type]
             except AuthError as exc:
                 self._fail_auth(exc.reason)
                 return

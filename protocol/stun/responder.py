@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from protocol.stun_attributes import Address, row_for_name
-from protocol.stun_codec import BINDING, StunClass, StunMessage, parse_message, serialize_message
+from protocol.stun.attributes import Address, row_for_name
+from protocol.stun.codec import BINDING, StunClass, StunMessage, parse_message, serialize_message
 
 SOFTWARE_NAME = "p2p-rendezvous stun responder"
 

@@ -13,7 +13,7 @@ from aioquic.quic.packet import QuicErrorCode, QuicPacketType, pull_quic_header
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from protocol.tunnel_events import PingAcked
+from protocol.tunnel.events import PingAcked
 
 ALPN = "p2p-tunnel/1"
 # RFC 9000 §14.1: a client's Initial datagram is padded to at least 1200 bytes; anything

@@ -10,7 +10,7 @@ import struct
 from typing import Any
 
 from messages.errors import DecodeError, FrameTooLarge, UnknownMessage, UsageError
-from protocol.frame_layouts import (
+from protocol.udp.layouts import (
     END_MARKER,
     FRAME_LAYOUTS,
     FRAME_MAGIC,

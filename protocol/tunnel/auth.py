@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 
 from messages.errors import AuthError, ConfigError, DecodeError
 from protocol.certs import fingerprint, load_certificate, sign_challenge, verify_challenge
-from protocol.tunnel_frames import AuthAccepted, AuthChallenge, AuthProof, Frame, encode_frame
+from protocol.tunnel.frames import AuthAccepted, AuthChallenge, AuthProof, Frame, encode_frame
 
 AUTH_LABEL = b"p2p-tunnel client auth v1\x00"
 NONCE_BYTES = 32
