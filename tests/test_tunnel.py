@@ -37,7 +37,7 @@ from protocol.tunnel.frames import (
     EchoResponse,
     FrameReader,
     decode_body,
-    encode_frame,
+    encode_stream_frame,
 )
 from protocol.tunnel.streams import MAX_HELD_FRAMES, StreamFrames
 
@@ -378,14 +378,14 @@ ALL_FRAMES = [
 
 
 def test_chat_frame_golden_bytes():
-    frame = encode_frame(ChatMessage(b"\x01" * 8, 2, "hi"))
+    frame = encode_stream_frame(ChatMessage(b"\x01" * 8, 2, "hi"))
     assert frame == bytes.fromhex("00000010") + bytes.fromhex("9410c408" + "01" * 8 + "02a26869")
 
 
 @pytest.mark.parametrize("frame", ALL_FRAMES, ids=lambda f: type(f).__name__)
 def test_every_frame_round_trips_through_a_byte_at_a_time_stream(frame):
     reader, decoded = FrameReader(), []
-    for byte in encode_frame(frame) * 2:
+    for byte in encode_stream_frame(frame) * 2:
         decoded += reader.feed(bytes([byte]))
     reader.finish()
     assert decoded == [frame, frame]
@@ -393,12 +393,12 @@ def test_every_frame_round_trips_through_a_byte_at_a_time_stream(frame):
 
 def test_frame_reader_refuses_an_oversized_length_before_buffering_it():
     with pytest.raises(FrameTooLarge):
-        FrameReader().feed((tunnel_frames.MAX_FRAME_BYTES + 1).to_bytes(4, "big"))
+        FrameReader().feed((tunnel_frames.MAX_STREAM_FRAME_BYTES + 1).to_bytes(4, "big"))
 
 
 def test_stream_ending_inside_a_frame_is_a_decode_error():
     reader = FrameReader()
-    reader.feed(encode_frame(ChatAck(b"o" * 8, 1))[:-1])
+    reader.feed(encode_stream_frame(ChatAck(b"o" * 8, 1))[:-1])
     with pytest.raises(DecodeError, match="ended inside a frame"):
         reader.finish()
 
@@ -420,7 +420,7 @@ def test_decode_body_gives_a_frame_or_decode_error(body):
         frame = decode_body(body)
     except DecodeError:
         return
-    assert decode_body(encode_frame(frame)[4:]) == frame
+    assert decode_body(encode_stream_frame(frame)[4:]) == frame
 
 
 @settings(max_examples=200, deadline=None)

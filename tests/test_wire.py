@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from messages import wire
 from messages.errors import DecodeError, FrameTooLarge, UnknownMessage
-from messages.wire import (
+from protocol.rendezvous import wire
+from protocol.rendezvous.wire import (
     ConnectRequest,
     EchoRequest,
     ExplicitDeregister,
@@ -97,8 +97,8 @@ def test_frame_limit_counts_utf8_bytes() -> None:
     payload = "é" * ((wire.MAX_ECHO_PAYLOAD_BYTES - 2) // 2)  # 2 bytes each in UTF-8
     frame = json.dumps({"type": "echo_request", "payload": payload}, ensure_ascii=False)
     assert parse_client_message(frame) == EchoRequest(payload)
-    padded = frame[:-1] + " " * (wire.MAX_FRAME_BYTES - len(frame.encode())) + "}"
-    assert len(padded.encode()) == wire.MAX_FRAME_BYTES
+    padded = frame[:-1] + " " * (wire.MAX_TEXT_FRAME_BYTES - len(frame.encode())) + "}"
+    assert len(padded.encode()) == wire.MAX_TEXT_FRAME_BYTES
     assert parse_client_message(padded) == EchoRequest(payload)
     with pytest.raises(FrameTooLarge):
         parse_client_message(padded + " ")
@@ -147,7 +147,7 @@ def test_largest_echo_response_fits_in_a_frame() -> None:
     request = parse_client_message(json.dumps({"type": "echo_request", "payload": payload}))
     assert isinstance(request, EchoRequest)
     response = wire.encode(wire.echo_response(request.payload, "w" * 64))
-    assert len(response.encode()) <= wire.MAX_FRAME_BYTES
+    assert len(response.encode()) <= wire.MAX_TEXT_FRAME_BYTES
 
 
 def _decodes_or_refuses(frame: str | bytes) -> None:

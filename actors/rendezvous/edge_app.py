@@ -33,8 +33,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from messages import wire
 from messages.errors import DecodeError
+from protocol.rendezvous import wire
 
 if TYPE_CHECKING:
     from actors.rendezvous.edge import Hub

@@ -14,7 +14,6 @@ from typing import Any
 
 from actors.actor import Actor
 from actors.rendezvous import read_ledger
-from messages import wire
 from messages.errors import IllegalTransition, PeerError, UsageError
 from messages.rendezvous import (
     PAGE_SIZE,
@@ -32,6 +31,7 @@ from messages.rendezvous import (
     WorkerReady,
     WorkerUpdate,
 )
+from protocol.rendezvous import wire
 from protocol.rendezvous.pairing import REASON_DEREGISTERED, REASON_DISCONNECTED, REASON_REPLACED
 from protocol.rendezvous.registry import MAX_WORKERS, WorkerRecord, WorkerRegistry
 

@@ -2,7 +2,7 @@
 
 A ``Candidate`` is what a worker's offer tells its peer; a ``Pair`` is two workers and the
 ``punch_token`` that ties their offers together. Every event carries the JSON messages to send
-(``Outbound``), built with ``messages.wire``.
+(``Outbound``), built with ``protocol.rendezvous.wire``.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A worker enters with ``worker_ready(candidate)`` once it has a UDP endpoint and 
 connection (the registry decides that), and leaves with ``worker_gone``. Waiting workers are
 paired first come, first served; each worker is in at most one pair. Every call returns events
 (``protocol.rendezvous.events``) that carry the JSON messages to send (``Outbound``), built with
-``messages.wire``; ``snapshot``/``restore`` go through ``protocol.rendezvous.snapshot``.
+``protocol.rendezvous.wire``; ``snapshot``/``restore`` go through ``protocol.rendezvous.snapshot``.
 
 Per worker, ``MatchState`` moves along ``MOVES``; ``check_move`` is the one place that allows a
 move. Rules chosen here (docs/PROTOCOL.md repeats them):
@@ -25,8 +25,8 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
-from messages import wire
 from messages.errors import IllegalTransition
+from protocol.rendezvous import wire
 from protocol.rendezvous.events import (
     REASON_DEREGISTERED,
     REASON_DISCONNECTED,

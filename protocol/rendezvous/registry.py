@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass, replace
 from enum import Enum
 from typing import Any
 
-from messages import wire
 from messages.errors import DecodeError, IllegalTransition, PeerError, UsageError
+from protocol.rendezvous import wire
 from protocol.rendezvous.pairing import Candidate, PairFormed, PairingEvent, PeerLeft
 
 logger = logging.getLogger(__name__)

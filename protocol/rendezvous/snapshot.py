@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from dataclasses import asdict
 from typing import Any
 
-from messages import wire
 from messages.errors import DecodeError
+from protocol.rendezvous import wire
 from protocol.rendezvous.events import Candidate, Pair
 
 

@@ -24,7 +24,7 @@ from protocol.tunnel.frames import (
     EchoRequest,
     EchoResponse,
     Frame,
-    encode_frame,
+    encode_stream_frame,
 )
 
 # An echo measures round trips; it is not a bulk transfer (bench/ does those).
@@ -121,7 +121,7 @@ class AppStreams:
         self._emit(EchoReplied(response.request_id, response.payload, now - sent_at))
 
     def _send(self, stream_id: int, frame: Frame, end_stream: bool = False) -> None:
-        self._quic.send_stream_data(stream_id, encode_frame(frame), end_stream=end_stream)
+        self._quic.send_stream_data(stream_id, encode_stream_frame(frame), end_stream=end_stream)
 
 
 __all__ = ["MAX_ECHO_BYTES", "MAX_PENDING_ECHOES", "AppStreams"]

@@ -22,7 +22,13 @@ from cryptography.hazmat.primitives import serialization
 
 from messages.errors import AuthError, ConfigError, DecodeError
 from protocol.certs import fingerprint, load_certificate, sign_challenge, verify_challenge
-from protocol.tunnel.frames import AuthAccepted, AuthChallenge, AuthProof, Frame, encode_frame
+from protocol.tunnel.frames import (
+    AuthAccepted,
+    AuthChallenge,
+    AuthProof,
+    Frame,
+    encode_stream_frame,
+)
 
 AUTH_LABEL = b"p2p-tunnel client auth v1\x00"
 NONCE_BYTES = 32
@@ -131,7 +137,7 @@ class ControlStream:
         raise DecodeError(f"client got {type(frame).__name__} on stream {stream_id}")
 
     def _send(self, frame: Frame) -> None:
-        self._quic.send_stream_data(self._stream_id, encode_frame(frame))  # type: ignore[arg-type]
+        self._quic.send_stream_data(self._stream_id, encode_stream_frame(frame))  # type: ignore[arg-type]
 
 
 __all__ = [

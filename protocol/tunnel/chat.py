@@ -22,7 +22,7 @@ from typing import Any, TypeGuard
 
 from messages.errors import DecodeError, UsageError
 
-# A UI chat line, not a file transfer; keeps a ChatMessage far below MAX_FRAME_BYTES.
+# A UI chat line, not a file transfer; keeps a ChatMessage far below MAX_STREAM_FRAME_BYTES.
 MAX_CHAT_BYTES = 16 * 1024
 # Chats typed while the tunnel is down wait here; beyond this the peer is gone, not slow.
 MAX_PENDING = 1000

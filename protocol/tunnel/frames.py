@@ -25,7 +25,7 @@ from messages.errors import DecodeError, FrameTooLarge, UnknownMessage, UsageErr
 LENGTH = struct.Struct("!I")
 # Chat texts and echo payloads are bounded far below this (tunnel_chat.MAX_CHAT_BYTES,
 # tunnel_app.MAX_ECHO_BYTES); a certificate in AuthProof is under 1 KiB.
-MAX_FRAME_BYTES = 64 * 1024
+MAX_STREAM_FRAME_BYTES = 64 * 1024
 
 
 class FrameTag(IntEnum):
@@ -104,21 +104,22 @@ FIELD_TYPES: dict[type, tuple[type, ...]] = {
 }
 
 
-def encode_frame(frame: Frame) -> bytes:
+def encode_stream_frame(frame: Frame) -> bytes:
     """Length prefix and msgpack body of one frame."""
     if type(frame) not in TAGS:
         raise UsageError(f"{type(frame).__name__} is not a tunnel frame")
     values = [getattr(frame, f.name) for f in dataclasses.fields(frame)]
     body = msgpack.packb([int(TAGS[type(frame)]), *values], use_bin_type=True)
-    if len(body) > MAX_FRAME_BYTES:
-        raise UsageError(f"{type(frame).__name__} of {len(body)} bytes exceeds {MAX_FRAME_BYTES}")
+    if len(body) > MAX_STREAM_FRAME_BYTES:
+        raise UsageError(
+            f"{type(frame).__name__} of {len(body)} bytes exceeds {MAX_STREAM_FRAME_BYTES}")
     return LENGTH.pack(len(body)) + body
 
 
 def decode_body(body: bytes) -> Frame:
     """One frame body (without its length prefix); raises only DecodeError."""
-    if len(body) > MAX_FRAME_BYTES:
-        raise FrameTooLarge(f"frame of {len(body)} bytes exceeds {MAX_FRAME_BYTES}")
+    if len(body) > MAX_STREAM_FRAME_BYTES:
+        raise FrameTooLarge(f"frame of {len(body)} bytes exceeds {MAX_STREAM_FRAME_BYTES}")
     try:
         items = msgpack.unpackb(body, raw=False, use_list=True, strict_map_key=True)
     except Exception as exc:  # msgpack raises a zoo of types on hostile input
@@ -154,8 +155,8 @@ class FrameReader:
         frames: list[Frame] = []
         while len(self._buffer) >= LENGTH.size:
             (size,) = LENGTH.unpack_from(self._buffer)
-            if size > MAX_FRAME_BYTES:
-                raise FrameTooLarge(f"frame of {size} bytes exceeds {MAX_FRAME_BYTES}")
+            if size > MAX_STREAM_FRAME_BYTES:
+                raise FrameTooLarge(f"frame of {size} bytes exceeds {MAX_STREAM_FRAME_BYTES}")
             end = LENGTH.size + size
             if len(self._buffer) < end:
                 break
@@ -171,7 +172,7 @@ class FrameReader:
 
 __all__ = [
     "FRAME_TYPES",
-    "MAX_FRAME_BYTES",
+    "MAX_STREAM_FRAME_BYTES",
     "AuthAccepted",
     "AuthChallenge",
     "AuthProof",
@@ -183,5 +184,5 @@ __all__ = [
     "FrameReader",
     "FrameTag",
     "decode_body",
-    "encode_frame",
+    "encode_stream_frame",
 ]

@@ -4,9 +4,9 @@ Field names are the original system's (seeds/003, seeds/000 section 1), so a wor
 the original protocol works unchanged; new fields and messages are only ever added. Inbound
 messages are frozen dataclasses found by their ``type`` in ``CLIENT_MESSAGES``; unknown extra
 fields are ignored, so newer workers can talk to this service. Their fields are checked by
-``messages.wire_fields``, which holds the limits. Outbound messages are built by the functions
-of ``messages.wire_outbound``, as JSON-ready dicts; ``encode`` turns one into text. Both are
-re-exported here: ``from messages import wire`` is the one way in.
+``protocol.rendezvous.fields``, which holds the limits. Outbound messages are built by the functions
+of ``protocol.rendezvous.outbound``, as JSON-ready dicts; ``encode`` turns one into text. Both are
+re-exported here: ``from protocol.rendezvous import wire`` is the one way in.
 
 ``parse_client_message`` takes hostile text and raises only ``DecodeError`` (or a subclass).
 """
@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeAlias
 
 from messages.errors import DecodeError, UnknownMessage
-from messages.wire_fields import (
+from protocol.rendezvous.fields import (
     FINGERPRINT_PATTERN,
     MAX_ECHO_PAYLOAD_BYTES,
-    MAX_FRAME_BYTES,
     MAX_JSON_DEPTH,
     MAX_PORT,
+    MAX_TEXT_FRAME_BYTES,
     MAX_WORKER_ID_CHARS,
     MIN_PORT,
     WORKER_ID_PATTERN,
@@ -36,7 +36,7 @@ from messages.wire_fields import (
     required_field,
     validate_worker_id,
 )
-from messages.wire_outbound import (
+from protocol.rendezvous.outbound import (
     ACK_ERROR,
     ACK_OK,
     QUIC_ROLES,
@@ -136,10 +136,10 @@ __all__ = [
     # inbound (worker -> service)
     "RegisterPublicIp", "UpdateUdpEndpoint", "ExplicitDeregister", "EchoRequest",
     "ConnectRequest", "ClientMessage", "CLIENT_MESSAGES", "parse_client_message",
-    # limits and field checks (messages.wire_fields)
-    "MAX_FRAME_BYTES", "MAX_ECHO_PAYLOAD_BYTES", "MAX_JSON_DEPTH", "MAX_WORKER_ID_CHARS",
+    # limits and field checks (protocol.rendezvous.fields)
+    "MAX_TEXT_FRAME_BYTES", "MAX_ECHO_PAYLOAD_BYTES", "MAX_JSON_DEPTH", "MAX_WORKER_ID_CHARS",
     "WORKER_ID_PATTERN", "FINGERPRINT_PATTERN", "MIN_PORT", "MAX_PORT", "validate_worker_id",
-    # outbound (service -> worker, messages.wire_outbound)
+    # outbound (service -> worker, protocol.rendezvous.outbound)
     "JsonValue", "ACK_OK", "ACK_ERROR", "QUIC_ROLES", "encode", "udp_endpoint_ack",
     "udp_endpoint_refused", "p2p_connection_offer", "echo_response", "peer_disconnected", "error",
 ]

@@ -15,9 +15,9 @@ import ipaddress
 import json
 from typing import Any
 
-from messages import wire
 from messages.errors import DecodeError
 from messages.worker import PeerOffer
+from protocol.rendezvous import wire
 from protocol.rendezvous.pairing import quic_role
 from protocol.udp import TOKEN_SIZE
 

@@ -13,13 +13,13 @@ import re
 from typing import Any
 
 from messages.errors import DecodeError, FrameTooLarge
-from messages.wire_outbound import JsonValue, encode
+from protocol.rendezvous.outbound import JsonValue, encode
 
 # One WebSocket text frame from a worker. The largest legitimate message is an echo request;
 # 8 KiB leaves room for its payload and refuses memory-hungry frames before json.loads runs.
-MAX_FRAME_BYTES = 8192
+MAX_TEXT_FRAME_BYTES = 8192
 # An echo payload, measured as compact JSON. The response carries it twice (``payload`` and the
-# original's ``original_payload``), so 2 KiB keeps the response under MAX_FRAME_BYTES too.
+# original's ``original_payload``), so 2 KiB keeps the response under MAX_TEXT_FRAME_BYTES too.
 MAX_ECHO_PAYLOAD_BYTES = 2048
 # Nesting of an echo payload: bounds our own walk over it (json itself refuses ~1000 levels).
 MAX_JSON_DEPTH = 16
@@ -44,8 +44,8 @@ def validate_worker_id(worker_id: object) -> str:
 
 def frame_text(frame: str | bytes) -> str:
     size = len(frame) if isinstance(frame, bytes) else len(frame.encode("utf-8", "surrogatepass"))
-    if size > MAX_FRAME_BYTES:
-        raise FrameTooLarge(f"frame of {size} bytes is over the {MAX_FRAME_BYTES}-byte limit")
+    if size > MAX_TEXT_FRAME_BYTES:
+        raise FrameTooLarge(f"frame of {size} bytes is over the {MAX_TEXT_FRAME_BYTES}-byte limit")
     if isinstance(frame, str):
         return frame
     try:
@@ -128,7 +128,7 @@ def preview(value: object) -> str:
 
 
 __all__ = [
-    "MAX_FRAME_BYTES", "MAX_ECHO_PAYLOAD_BYTES", "MAX_JSON_DEPTH", "MAX_WORKER_ID_CHARS",
+    "MAX_TEXT_FRAME_BYTES", "MAX_ECHO_PAYLOAD_BYTES", "MAX_JSON_DEPTH", "MAX_WORKER_ID_CHARS",
     "WORKER_ID_PATTERN", "FINGERPRINT_PATTERN", "MIN_PORT", "MAX_PORT", "validate_worker_id",
     "frame_text", "json_object", "required_field", "ip_field", "port_field", "fingerprint_field",
     "echo_payload", "preview",
