@@ -8,7 +8,15 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from rdv_tree import Rendezvous, Worker, connect, run, start_rendezvous, stop_rendezvous
+
+from tests.support.rdv_tree import (
+    Rendezvous,
+    Worker,
+    connect,
+    run,
+    start_rendezvous,
+    stop_rendezvous,
+)
 
 pytestmark = pytest.mark.timeout(60)
 

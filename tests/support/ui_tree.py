@@ -1,6 +1,6 @@
 """A worker-shaped tree for the ui actor's tests, run as a real root process:
 
-    python tests/ui_tree.py WORKDIR
+    python tests/support/ui_tree.py WORKDIR
 
 ``worker`` with the real ``ui`` actor and recorder stand-ins for ``udp``, ``stun`` and ``quic``
 (each appends every message it receives, as one JSON line, to WORKDIR/<name>.rec). Prints
@@ -15,7 +15,7 @@ import os
 import sys
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 
 from actors import Actor, ChildSpec, SocketSpec, SupervisorSpec, run_root  # noqa: E402
 from messages.worker import StatusRequest  # noqa: E402

@@ -1,6 +1,6 @@
 """Worker-shaped trees for the control-plane tests, run as a real root process:
 
-    python tests/ctl_tree.py NAME WORKDIR
+    python tests/support/ctl_tree.py NAME WORKDIR
 
 reads the worker config from WORKDIR/config.json and prints ``READY`` once every actor is up.
 The supervisor is ``w``, with the five worker children; the actors under test are real, their
@@ -27,13 +27,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 
 from actors import ChildSpec, SocketSpec, SupervisorSpec, run_root  # noqa: E402
 from actors.actor import Actor  # noqa: E402
 from messages.worker import StatusRequest, UdpReceived, UdpSend  # noqa: E402
 
-HERE = "ctl_tree"  # tests/ is on sys.path: the script's own directory
+HERE = "ctl_tree"  # tests/support/ is on sys.path: the script's own directory
 
 
 class Recorder(Actor):
@@ -92,8 +92,8 @@ def spec(name: str, config: dict[str, Any]) -> SupervisorSpec:
 
 
 def start(name: str, workdir: Path, config: dict[str, Any]) -> Any:
-    """Start tree ``name`` with ``config``; a conftest.RunningTree (stop it with stop_tree)."""
-    from conftest import RunningTree
+    """Start tree ``name`` with ``config``; a RunningTree (stop it with stop_tree)."""
+    from tests.support.processes import RunningTree
 
     (workdir / "config.json").write_text(json.dumps(config))
     log = workdir / "tree.log"

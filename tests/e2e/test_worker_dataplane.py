@@ -1,6 +1,6 @@
 """The worker's data plane with real processes on loopback: two workers' udp and quic actors
-(tests/dataplane_tree.py), paired by PeerOffers the test feeds, observed through the recorders
-that stand in for each worker's ui."""
+(tests/support/dataplane_tree.py), paired by PeerOffers the test feeds, observed through the
+recorders that stand in for each worker's ui."""
 
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, RunningTree, stop_tree, wait_until, within
-from dataplane_tree import PUNCH_DEADLINE
 
 from actors.client import Client
 from messages.worker import ChatSend, EchoPeer, PeerOffer, PingPeer, StatusRequest
 from protocol.certs import fingerprint, generate_self_signed
+from tests.support.dataplane_tree import PUNCH_DEADLINE
+from tests.support.processes import ROOT, RunningTree, stop_tree, wait_until, within
 
 TOKEN = "0123456789abcdef0123456789abcdef"
 Event = dict[str, Any]
@@ -81,7 +81,7 @@ def kind(t: str, **fields: Any) -> Callable[[Event], bool]:
 def start(workdir: Path) -> RunningTree:
     log = workdir / "tree.log"
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "dataplane_tree.py"), str(workdir)],
+        [sys.executable, str(ROOT / "tests" / "support" / "dataplane_tree.py"), str(workdir)],
         stdout=subprocess.PIPE, stderr=open(log, "w"), text=True)  # noqa: SIM115
     assert proc.stdout is not None
     if proc.stdout.readline().strip() != "READY":

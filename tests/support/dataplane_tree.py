@@ -1,6 +1,6 @@
 """Two workers' data planes (udp + quic each) in one tree, run as a real root process:
 
-    python tests/dataplane_tree.py WORKDIR
+    python tests/support/dataplane_tree.py WORKDIR
 
     dp
     ├── alice: udp, quic, and recorders standing in for ui, rendezvous_client, stun
@@ -22,7 +22,7 @@ from typing import Any
 
 # the repo root for the project, this directory for "dataplane_tree:Recorder" (a site-packages
 # "tests" package shadows ours)
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import messages.worker  # noqa: E402, F401  (registers the tags the recorders receive)

@@ -1,6 +1,6 @@
 """The rendezvous tree run as a real root process for the tests:
 
-    python tests/rdv_tree.py WORKDIR [--token T] [--max-workers N] [--trusted-proxy ADDR]...
+    python tests/support/rdv_tree.py WORKDIR [--token T] [--max-workers N] [--trusted-proxy ADDR]...
 
 binds the HTTP and STUN ports on 127.0.0.1 (port 0: the kernel picks) and prints
 ``READY <http_port> <stun_port>`` once every actor is up. The run directory is WORKDIR/run.
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 
 from actors import run_root  # noqa: E402
 from actors.rendezvous.tree import PRELOAD, rendezvous_spec  # noqa: E402
@@ -69,8 +69,8 @@ def start_rendezvous(workdir: Path, *flags: str) -> Rendezvous:
 
 
 def stop_rendezvous(rdv: Rendezvous) -> None:
-    """SIGINT, then check that no process of the tree is left (conftest's ``stop_tree``)."""
-    from conftest import RunningTree, stop_tree
+    """SIGINT, then check that no process of the tree is left (``processes.stop_tree``)."""
+    from tests.support.processes import RunningTree, stop_tree
 
     stop_tree(RunningTree(rdv.proc, rdv.workdir, rdv.workdir / "rendezvous.log"))
 
@@ -142,7 +142,7 @@ async def close_all() -> None:
 
 def run(coro: Coroutine[Any, Any, Any]) -> Any:
     """Run a test's client side, bounded in time, closing every worker connection it opened."""
-    from conftest import within
+    from tests.support.processes import within
 
     async def bounded() -> Any:
         try:

@@ -1,4 +1,4 @@
-"""The ui actor in a real worker-shaped tree (tests/ui_tree.py): uvicorn on the socket the
+"""The ui actor in a real worker-shaped tree (tests/support/ui_tree.py): uvicorn on the socket the
 supervisor bound, a real websockets client and httpx, recorder stand-ins for its siblings."""
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ROOT, RunningTree, stop_tree, wait_until, within
 from hypothesis import given
 from hypothesis import strategies as st
-from ui_tree import WORKER_ID, read_records
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
@@ -28,6 +26,8 @@ from actors.worker.ui_app import CLIENT_QUEUE, COMMAND_FIELDS, MAX_UI_FRAME, par
 from messages.errors import DecodeError
 from messages.runtime import StopChild
 from messages.worker import PathStatus, StatusRequest, StunResult, TunnelStatus, UiEvent
+from tests.support.processes import ROOT, RunningTree, stop_tree, wait_until, within
+from tests.support.ui_tree import WORKER_ID, read_records
 
 
 class UiTree:
@@ -54,7 +54,8 @@ class UiTree:
 @pytest.fixture
 def ui(tmp_path: Path) -> Iterator[UiTree]:
     log = tmp_path / "tree.log"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "ui_tree.py"), str(tmp_path)],
+    script = ROOT / "tests" / "support" / "ui_tree.py"
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)],
                             stdout=subprocess.PIPE, stderr=open(log, "w"), text=True)  # noqa: SIM115
     assert proc.stdout is not None
     ready = proc.stdout.readline().split()  # bounded by the tree's own start timeouts

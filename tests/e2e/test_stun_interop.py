@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 import stun
-from conftest import within
 
 from actors.rendezvous.stun_udp import StunResponder, serve_stun
 from actors.worker.stun_socket import INBOX_SIZE, ForwardingSocket, detect_nat_type
@@ -33,6 +32,7 @@ from protocol.stun import (
     serialize_message,
 )
 from protocol.stun.client import BindingEvent, BindingSucceeded, StunTransaction
+from tests.support.processes import within
 
 WAIT = within(5.0)  # the bound on every startup, transaction and thread join here
 STUND = "/usr/sbin/stund"

@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-from conftest import ROOT, alive, descendants, wait_until, within
 
 from actors.client import Client
+from tests.support.processes import ROOT, alive, descendants, wait_until, within
 
 pytestmark = pytest.mark.timeout(240)
 

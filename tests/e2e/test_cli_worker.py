@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 import httpx
-from conftest import ROOT, alive, descendants, wait_until, within
+
+from tests.support.processes import ROOT, alive, descendants, wait_until, within
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:

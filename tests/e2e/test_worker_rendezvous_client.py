@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import stop_tree, wait_until, within
-from ctl_tree import start
 from hypothesis import given
 from hypothesis import strategies as st
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -34,6 +32,8 @@ from actors.worker.rendezvous_client import (
 )
 from messages.errors import DecodeError
 from messages.worker import PeerOffer, StatusRequest, StunResult
+from tests.support.ctl_tree import start
+from tests.support.processes import stop_tree, wait_until, within
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -272,14 +272,15 @@ def test_a_server_frame_is_a_typed_object_or_a_decode_error(frame: str | bytes) 
 
 @pytest.fixture
 def real_rendezvous(tmp_path: Path) -> Iterator[tuple[str, Client]]:
-    """The rendezvous tree (tests/rdv_tree.py) as a real root process: (ws url, client)."""
+    """The rendezvous tree (tests/support/rdv_tree.py) as a real root process: (ws url, client)."""
     pytest.importorskip("actors.rendezvous.tree")
-    from conftest import ROOT, RunningTree
+    from tests.support.processes import ROOT, RunningTree
 
     workdir = tmp_path / "rdv"
     workdir.mkdir()
     log = workdir / "tree.log"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "rdv_tree.py"), str(workdir)],
+    script = ROOT / "tests" / "support" / "rdv_tree.py"
+    proc = subprocess.Popen([sys.executable, str(script), str(workdir)],
                             stdout=subprocess.PIPE, stderr=open(log, "w"),  # noqa: SIM115
                             text=True)
     assert proc.stdout is not None

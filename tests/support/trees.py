@@ -1,6 +1,6 @@
 """Trees of probe actors for the runtime tests, run as a real root process:
 
-    python tests/trees.py NAME WORKDIR
+    python tests/support/trees.py NAME WORKDIR
 
 prints READY once every actor is up. Probe actors record what they handle in WORKDIR/<name>.rec.
 """
@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 
 from actors import ChildSpec, Strategy, SupervisorSpec, run_root  # noqa: E402
 
 
 def probe(name: str, workdir: str, **kw: object) -> ChildSpec:
-    return ChildSpec(name, "actors.testing:ProbeActor", liveness=1.0,
+    return ChildSpec(name, "tests.support.probes:ProbeActor", liveness=1.0,
                      config={"record_to": os.path.join(workdir, f"{name}.rec")}, **kw)
 
 
@@ -24,7 +24,7 @@ def spec(name: str, workdir: str) -> SupervisorSpec:
     trio = (probe("a", workdir), probe("b", workdir), probe("c", workdir))
     if name == "basic":
         sub = SupervisorSpec("sub", (probe("c", workdir),), liveness=2.0)
-        blocking = ChildSpec("blk", "actors.testing:BlockingProbe", liveness=1.0)
+        blocking = ChildSpec("blk", "tests.support.probes:BlockingProbe", liveness=1.0)
         return SupervisorSpec("t", (probe("a", workdir), blocking, sub))
     if name == "all":
         return SupervisorSpec("t", trio, strategy=Strategy.ONE_FOR_ALL)

@@ -11,10 +11,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import within
-from rdv_tree import Rendezvous, Worker, connect, run, start_rendezvous, stop_rendezvous
 
 from actors.client import Client
+from tests.support.processes import within
+from tests.support.rdv_tree import (
+    Rendezvous,
+    Worker,
+    connect,
+    run,
+    start_rendezvous,
+    stop_rendezvous,
+)
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import msgpack
 import pytest
-from conftest import alive, descendants, wait_until, within
 
 from actors.client import Client
 from actors.mailbox import mailbox_file
-from actors.testing import read_record
 from messages.codec import encode_envelope
 from messages.errors import RemoteError
 from messages.runtime import Fault, Probe
 from messages.tags import Tag
+from tests.support.probes import read_record
+from tests.support.processes import alive, descendants, wait_until, within
 
 
 @pytest.fixture

@@ -1,11 +1,11 @@
-"""Hole punching through simulated NATs (tests/netsim.py), then keepalives, liveness and ping."""
+"""Hole punching through simulated NATs (tests/support/netsim.py), then keepalives, liveness
+and ping."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import pytest
-from netsim import Nat, NatKind, Network, run
 
 from messages.errors import IllegalTransition, UsageError
 from protocol.stun import Address
@@ -22,6 +22,7 @@ from protocol.udp.path import (
     PingTracker,
 )
 from protocol.udp.path import TRANSITIONS as PATH_TRANSITIONS
+from tests.support.netsim import Nat, NatKind, Network, run
 
 TOKEN = bytes(range(16))
 OTHER_TOKEN = bytes(range(1, 17))

@@ -15,22 +15,22 @@ from typing import Any
 
 import pytest
 import stun
-from conftest import stop_tree, wait_until, within
-from ctl_tree import start
+
+from actors.client import Client
+from actors.rendezvous.stun_udp import serve_stun
+from actors.worker.stun import ONE_ADDRESS
+from messages.worker import RedoStun, StatusRequest
 
 # The fixtures are imported to be used by name, hence the F811 on the tests that take them.
-from test_stun_interop import (  # noqa: F401
+from tests.e2e.test_stun_interop import (  # noqa: F401
     RecordingResponder,
     coturn,
     free_udp_port,
     our_responder,
     stund,
 )
-
-from actors.client import Client
-from actors.rendezvous.stun_udp import serve_stun
-from actors.worker.stun import ONE_ADDRESS
-from messages.worker import RedoStun, StatusRequest
+from tests.support.ctl_tree import start
+from tests.support.processes import stop_tree, wait_until, within
 
 pytestmark = pytest.mark.timeout(60)
 
