@@ -100,7 +100,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from actors import run_root
 
-    setup = optional("actors.demo", "demo", "two-worker demo")(args.port, args.stun_port)
+    setup = optional("demo", "demo", "two-worker demo")(args.port, args.stun_port)
     lines = [f"rendezvous service: {setup.rendezvous_url}/debug/list_workers"]
     lines += [f"worker {name} UI:  {url}" for name, url in setup.ui_urls.items()]
     return run_root(setup.spec, rundir=args.rundir, log_level=args.log_level,

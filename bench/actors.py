@@ -28,18 +28,18 @@ import msgpack  # noqa: E402
 
 from actors import ChildSpec, SupervisorSpec, run_root  # noqa: E402
 from actors.client import Client  # noqa: E402
-from actors.testing import (  # noqa: E402
+from actors.tree import PRELOAD  # noqa: E402
+from messages.codec import encode_envelope  # noqa: E402
+from messages.runtime import Probe, ProbeBurst  # noqa: E402
+from tests.support.probes import (  # noqa: E402
     baseline_dgram_echo,
     baseline_echo,
     baseline_ready,
     baseline_sink,
 )
-from actors.tree import PRELOAD  # noqa: E402
-from messages.codec import encode_envelope  # noqa: E402
-from messages.runtime import Probe, ProbeBurst  # noqa: E402
 
-SPEC = SupervisorSpec("bench", (ChildSpec("p1", "actors.testing:ProbeActor"),
-                                ChildSpec("p2", "actors.testing:ProbeActor")),
+SPEC = SupervisorSpec("bench", (ChildSpec("p1", "tests.support.probes:ProbeActor"),
+                                ChildSpec("p2", "tests.support.probes:ProbeActor")),
                     # the restart benchmark kills p2 on purpose, often: no intensity limit, no
                     # backoff, so each sample is the bare restart path
                     max_restarts=1000, backoff=0.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import ROOT, within
+from tests.support.processes import ROOT, within
 
 
 def run(*command: str) -> subprocess.CompletedProcess[str]:
@@ -20,5 +20,5 @@ def test_ruff() -> None:
 
 def test_mypy() -> None:
     out = run("mypy", "--ignore-missing-imports", "actors", "messages", "protocol",
-              "supervisor.py")
+              "supervisor.py", "demo.py")
     assert out.returncode == 0, out.stdout + out.stderr

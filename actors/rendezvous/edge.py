@@ -28,7 +28,6 @@ from actors.rendezvous.edge_app import (
     build_app,
 )
 from actors.web import HostedApp
-from messages import wire
 from messages.errors import DecodeError, UsageError
 from messages.rendezvous import (
     PAGE_SIZE,
@@ -46,6 +45,7 @@ from messages.rendezvous import (
     WorkerDisconnected,
     WorkerUpdate,
 )
+from protocol.rendezvous import wire
 
 log = logging.getLogger(__name__)
 

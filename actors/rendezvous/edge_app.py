@@ -22,10 +22,10 @@ import contextlib
 import hmac
 import ipaddress
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection, Request
@@ -33,15 +33,24 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from messages import wire
 from messages.errors import DecodeError
+from protocol.rendezvous import wire
 
-if TYPE_CHECKING:
-    from actors.rendezvous.edge import Hub
+
+class Hub(Protocol):
+    """What the routes need of the session table (``edge.Hub``), which imports this module."""
+
+    @property
+    def sessions(self) -> Mapping[str, Any]: ...
+    def open(self, worker_id: str, websocket: WebSocket, ip: str, port: int | None) -> Any: ...
+    def received(self, session: Any, frame: str | bytes) -> None: ...
+    def closed(self, session: Any) -> None: ...
+    async def close_all(self, code: int, reason: str) -> None: ...
+    async def listing(self) -> Any: ...
 
 CLOSE_BAD_ID, CLOSE_BAD_TOKEN, CLOSE_REPLACED, CLOSE_SLOW = 4400, 4401, 4409, 4408
 CLOSE_FULL, CLOSE_GOING_AWAY = 1013, 1001
-# uvicorn refuses bigger frames with 1009; frames between wire.MAX_FRAME_BYTES and this get an
+# uvicorn refuses bigger frames with 1009; frames between wire.MAX_TEXT_FRAME_BYTES and this get an
 # error reply instead, so a worker learns the limit without losing its connection.
 MAX_WS_FRAME_BYTES = 64 * 1024
 TOKEN_HEADER = "x-rendezvous-token"

@@ -1,4 +1,4 @@
-"""The pairing actor: the shell around ``protocol.pairing.PairingTable``.
+"""The pairing actor: the shell around ``protocol.rendezvous.pairing.PairingTable``.
 
 The registry tells it who may be paired (``WorkerReady``) and who left (``WorkerGone``); it sends
 offers and ``peer_disconnected`` notices to the workers through the edge (``Deliver``). The edge
@@ -27,7 +27,7 @@ from messages.rendezvous import (
     WorkerGone,
     WorkerReady,
 )
-from protocol.pairing import (
+from protocol.rendezvous.pairing import (
     Candidate,
     PairFormed,
     PairingEvent,

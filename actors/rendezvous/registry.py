@@ -1,4 +1,4 @@
-"""The registry actor: the shell around ``protocol.registry.WorkerRegistry``.
+"""The registry actor: the shell around ``protocol.rendezvous.registry.WorkerRegistry``.
 
 It learns what workers say from the edge, keeps their records, tells the pairing actor who may
 be paired or is gone, and sends each record back to the edge with any reply for the worker. The
@@ -14,7 +14,6 @@ from typing import Any
 
 from actors.actor import Actor
 from actors.rendezvous import read_ledger
-from messages import wire
 from messages.errors import IllegalTransition, PeerError, UsageError
 from messages.rendezvous import (
     PAGE_SIZE,
@@ -32,8 +31,9 @@ from messages.rendezvous import (
     WorkerReady,
     WorkerUpdate,
 )
-from protocol.pairing import REASON_DEREGISTERED, REASON_DISCONNECTED, REASON_REPLACED
-from protocol.registry import MAX_WORKERS, WorkerRecord, WorkerRegistry
+from protocol.rendezvous import wire
+from protocol.rendezvous.pairing import REASON_DEREGISTERED, REASON_DISCONNECTED, REASON_REPLACED
+from protocol.rendezvous.registry import MAX_WORKERS, WorkerRecord, WorkerRegistry
 
 log = logging.getLogger(__name__)
 

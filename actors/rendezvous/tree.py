@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from actors.spec import ChildSpec, SocketSpec, SupervisorSpec
-from protocol.registry import MAX_WORKERS
+from protocol.rendezvous.registry import MAX_WORKERS
 
 # What the fork server imports once, so a restarted edge is serving again in milliseconds.
 PRELOAD = ("actors.rendezvous.edge", "actors.rendezvous.registry", "actors.rendezvous.pairing",

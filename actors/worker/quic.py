@@ -1,4 +1,4 @@
-"""The quic actor: the authenticated QUIC tunnel (``protocol.tunnel.Tunnel``) over the udp actor.
+"""The quic actor: the authenticated QUIC tunnel (``protocol.tunnel``) over the udp actor.
 
 This module holds the actor's messages: offers and departures from rendezvous_client, path
 changes from udp, chats and echoes from the UI. Its parts: ``TunnelConnections``
@@ -35,8 +35,8 @@ from messages.worker import (
     StatusRequest,
     UdpReceived,
 )
-from protocol.tunnel import Tunnel, TunnelState
-from protocol.tunnel_chat import Inbox, Outbox
+from protocol.tunnel.chat import Inbox, Outbox
+from protocol.tunnel.connection import Tunnel, TunnelState
 
 # Names that moved to their own modules, still importable from here.
 __all__ = ["BACKOFF_FIRST", "BACKOFF_MAX", "CID_LENGTH", "SETTING_UP", "Address", "QuicActor",

@@ -26,9 +26,9 @@ from aioquic.quic.packet import QuicPacketType, pull_quic_header
 from actors.worker.core_driving import clock
 from messages.errors import ConfigError
 from messages.worker import PathStatus, PeerOffer
-from protocol.tunnel import Tunnel, TunnelState
-from protocol.tunnel_chat import Inbox, Outbox
-from protocol.tunnel_quic import MIN_INITIAL_BYTES
+from protocol.tunnel.chat import Inbox, Outbox
+from protocol.tunnel.connection import Tunnel, TunnelState
+from protocol.tunnel.quic import MIN_INITIAL_BYTES
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """What the quic actor keeps across its restarts: the offer, the path, and the chats.
 
 Chats live in an ``Outbox``/``Inbox`` saved under ``ctx.rundir`` with the offer and the path, so a
-kill -9 of the quic actor loses no chat and repeats none (``protocol.tunnel_chat``).
+kill -9 of the quic actor loses no chat and repeats none (``protocol.tunnel.chat``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 from actors.worker.state_files import load_state, save_state
 from messages.errors import DecodeError
 from messages.worker import PathStatus, PeerOffer
-from protocol.tunnel_chat import Inbox, Outbox
+from protocol.tunnel.chat import Inbox, Outbox
 
 log = logging.getLogger(__name__)
 

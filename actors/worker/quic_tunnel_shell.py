@@ -16,8 +16,8 @@ from actors.actor import ActorContext
 from actors.worker.core_driving import batches, clock
 from actors.worker.quic_connections import BACKOFF_FIRST, Address, initial_ids
 from messages.worker import PeerOffer, TunnelStatus, UdpSend, UiEvent
-from protocol.tunnel import Tunnel
-from protocol.tunnel_events import (
+from protocol.tunnel.connection import Tunnel
+from protocol.tunnel.events import (
     AuthFailed,
     ChatAcked,
     ChatReceived,

@@ -8,7 +8,7 @@ connection is retried for ever with exponential backoff and jitter, so after a r
 the worker re-registers by itself; a graceful stop sends ``explicit_deregister`` first.
 
 Offers go to ``udp`` and ``quic`` as ``PeerOffer``; ``peer_disconnected`` as ``PeerGone``. What
-the service sends is decoded by ``actors.worker.rendezvous_inbound``.
+the service sends is decoded by ``protocol.rendezvous.client_wire``.
 
 ``StatusRequest`` answers: ``connected``, ``registered`` (the service acknowledged our endpoint),
 ``worker_id``, ``public_ip``, ``endpoint`` ([ip, port] last sent, or None), ``last_offer`` (the
@@ -33,14 +33,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from actors.actor import Actor
-from actors.worker.rendezvous_inbound import (
-    MAX_MESSAGE,
-    derived_punch_token,
-    offer_from_json,
-    server_message,
-)
 from actors.worker.stun import crash_on_error
-from messages import wire
 from messages.errors import ActorError, DecodeError
 from messages.worker import (
     PathStatus,
@@ -50,6 +43,13 @@ from messages.worker import (
     StunResult,
     TunnelStatus,
     UiEvent,
+)
+from protocol.rendezvous import wire
+from protocol.rendezvous.client_wire import (
+    MAX_MESSAGE,
+    derived_punch_token,
+    offer_from_json,
+    server_message,
 )
 
 logger = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from messages.errors import ConfigError, DecodeError
-from messages.wire import validate_worker_id
 from protocol.certs import fingerprint, load_or_create
+from protocol.rendezvous.wire import validate_worker_id
 
 DEFAULT_STUN_PORT = 3478  # the rendezvous service's embedded responder
 

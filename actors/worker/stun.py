@@ -34,7 +34,7 @@ from actors.worker.stun_socket import ForwardingSocket, detect_nat_type
 from messages.errors import DecodeError
 from messages.worker import RedoStun, StatusRequest, StunResult, UdpReceived, UdpSend, UiEvent
 from protocol.stun import Address, parse_message
-from protocol.stun_client import BindingEvent, BindingFailed, BindingSucceeded, StunTransaction
+from protocol.stun.client import BindingEvent, BindingFailed, BindingSucceeded, StunTransaction
 
 logger = logging.getLogger(__name__)
 

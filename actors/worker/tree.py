@@ -19,7 +19,8 @@ from actors.worker.settings import WorkerSettings
 
 # Heavy imports the fork server does once, so a restarted worker actor starts in milliseconds.
 PRELOAD = ("aioquic.quic.connection", "cryptography.x509", "starlette.applications",
-           "uvicorn", "websockets.asyncio.client", "protocol.tunnel", "protocol.holepunch")
+           "uvicorn", "websockets.asyncio.client", "protocol.tunnel.connection",
+           "protocol.udp.holepunch")
 
 
 def worker_spec(settings: WorkerSettings, name: str = "worker") -> SupervisorSpec:

@@ -2,7 +2,7 @@
 
 The socket is bound once by the worker's supervisor (``ctx.sockets["udp"]``), so a restart of this
 actor keeps the port and the NAT mapping. Each datagram goes by its first byte
-(``protocol.frames.classify``, RFC 7983/9443): STUN to ``stun``; QUIC from the peer to ``quic``,
+(``protocol.udp.classify``, RFC 7983/9443): STUN to ``stun``; QUIC from the peer to ``quic``,
 batched per event-loop iteration; our own frames to the ``HolePunch`` / ``PathMonitor`` /
 ``PingTracker`` cores (``PathShell``, in ``udp_path_shell``); the original system's JSON chat to
 the UI.
@@ -35,7 +35,8 @@ from messages.worker import (
     UdpReceived,
     UdpSend,
 )
-from protocol.frames import (
+from protocol.stun import Address
+from protocol.udp import (
     DatagramKind,
     LegacyChat,
     LegacyPing,
@@ -44,7 +45,6 @@ from protocol.frames import (
     decode_legacy,
     encode_legacy_ping,
 )
-from protocol.stun import Address
 
 # Names that moved to their own modules, still importable from here.
 __all__ = ["MAX_BATCH_BYTES", "PeerPath", "UdpActor", "UdpProtocol", "batches", "clock",

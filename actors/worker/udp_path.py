@@ -12,10 +12,10 @@ from typing import Any
 
 from messages.errors import UsageError
 from messages.worker import PathStatus, PeerOffer
-from protocol.frames import Chat
-from protocol.holepunch import HolePunch, PunchFailed, PunchSucceeded
-from protocol.path import PathLost, PathMonitor, PathRestored, PingTracker, is_from_peer
 from protocol.stun import Address
+from protocol.udp import Chat
+from protocol.udp.holepunch import HolePunch, PunchFailed, PunchSucceeded
+from protocol.udp.path import PathLost, PathMonitor, PathRestored, PingTracker, is_from_peer
 
 log = logging.getLogger(__name__)
 

@@ -18,16 +18,16 @@ from actors.worker.state_files import remove_state, save_state
 from actors.worker.udp_path import PeerPath
 from messages.errors import DecodeError, UsageError
 from messages.worker import PeerGone, PeerOffer, UiEvent
-from protocol.frames import (
+from protocol.stun import Address
+from protocol.udp import (
     Chat,
     decode_frame,
     encode_frame,
     encode_legacy_chat,
     encode_legacy_punch,
 )
-from protocol.holepunch import PunchFailed, PunchSucceeded
-from protocol.path import PathLost, PathRestored, PingResult
-from protocol.stun import Address
+from protocol.udp.holepunch import PunchFailed, PunchSucceeded
+from protocol.udp.path import PathLost, PathRestored, PingResult
 
 
 class PathShell:
