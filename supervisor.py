@@ -53,9 +53,23 @@ def optional(module: str, name: str, issue: str) -> Callable[..., Any]:
 
 
 # -- run commands ---------------------------------------------------------------------------------
+def env_port(name: str, default: int) -> int:
+    value = env_int(name, default)
+    if not 0 <= value <= 65535:
+        raise ConfigError(f"{name}={value} is outside 0-65535")
+    return value
+
+
 def cmd_rendezvous(args: argparse.Namespace) -> int:
     from actors import run_root
     from actors.rendezvous.tree import rendezvous_spec
+
+    args.host = args.host or os.environ.get("HOST") or DEFAULT_HOST
+    args.port = env_port("PORT", DEFAULT_PORT) if args.port is None else args.port
+    if args.stun_port is None:
+        args.stun_port = env_port("RENDEZVOUS_STUN_PORT", DEFAULT_STUN_PORT)
+    if args.max_workers is None:
+        args.max_workers = env_int("RENDEZVOUS_MAX_WORKERS", 10_000)
 
     proxies = [p for p in os.environ.get("RENDEZVOUS_TRUSTED_PROXIES", "").split(",") if p]
     spec = rendezvous_spec(args.host, args.port, args.stun_port, trusted_proxies=proxies,
@@ -137,13 +151,26 @@ def cmd_tree(args: argparse.Namespace) -> int:
 
 
 def cmd_restart(args: argparse.Namespace) -> int:
-    print(client(args).restart(root_of(args.path), args.path))
+    print(on_path(args, lambda c: c.restart(root_of(args.path), args.path)))
     return 0
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    print(client(args).stop(root_of(args.path), args.path))
+    print(on_path(args, lambda c: c.stop(root_of(args.path), args.path)))
     return 0
+
+
+def on_path(args: argparse.Namespace, request: Callable[[Any], str]) -> str:
+    """A control request about one actor; a path that names none is a usage error."""
+    from messages.errors import NoSuchActor, RemoteError
+
+    try:
+        return request(client(args))
+    except (NoSuchActor, RemoteError) as exc:
+        if isinstance(exc, RemoteError) and exc.remote_type not in ("NoSuchActor", "UsageError"):
+            raise
+        raise ConfigError(f"no actor at {args.path!r} in this tree (a path starts with the "
+                          "root's name, as `tree ROOT` shows it)") from None
 
 
 def cmd_events(args: argparse.Namespace) -> int:
@@ -163,14 +190,13 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("rendezvous", help="run the rendezvous service")
-    r.add_argument("--host", default=os.environ.get("HOST", DEFAULT_HOST),
-                   help="listen address (env HOST, default 0.0.0.0)")
-    r.add_argument("--port", type=port, default=env_int("PORT", DEFAULT_PORT),
-                   help="HTTP/WebSocket port (env PORT, default 8080)")
+    # Defaults from the environment are read when the command runs, not here: a malformed
+    # variable must not break --help, nor the commands that do not use it.
+    r.add_argument("--host", help="listen address (env HOST, default 0.0.0.0)")
+    r.add_argument("--port", type=port, help="HTTP/WebSocket port (env PORT, default 8080)")
     r.add_argument("--stun-port", type=port,
-                   default=env_int("RENDEZVOUS_STUN_PORT", DEFAULT_STUN_PORT),
                    help="embedded STUN responder's UDP port (env RENDEZVOUS_STUN_PORT, 3478)")
-    r.add_argument("--max-workers", type=int, default=env_int("RENDEZVOUS_MAX_WORKERS", 10_000),
+    r.add_argument("--max-workers", type=int,
                    help="cap on registered workers (env RENDEZVOUS_MAX_WORKERS, 10000)")
     r.set_defaults(run=cmd_rendezvous)
 
@@ -201,14 +227,14 @@ def parser() -> argparse.ArgumentParser:
         c.add_argument("path")
         c.set_defaults(run=func)
     for c in sub.choices.values():
-        c.add_argument("--rundir", default=os.environ.get("P2P_RUNDIR"),
-                       help="the tree's run directory (env P2P_RUNDIR)")
+        c.add_argument("--rundir", help="the tree's run directory (env P2P_RUNDIR)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         args = parser().parse_args(argv)
+        args.rundir = args.rundir or os.environ.get("P2P_RUNDIR") or None
         return args.run(args)
     except ConfigError as exc:
         print(f"supervisor.py: {exc.reason}", file=sys.stderr)

@@ -4,8 +4,9 @@ Messages are handled in the mailbox's reader callback, with no task switch, for 
 handlers return plain values. The callback stops and leaves the rest of its batch for later when
 
 - a handler returns an awaitable: a task awaits it, then goes on with the batch;
-- what a handler told others cannot all leave yet (a full mailbox): the batch waits until it has,
-  so a death never loses a handled message's consequences (see ``actors.runner``);
+- more than ``HIGH_WATER`` bytes of what it told others wait for full mailboxes: the batch waits
+  for them to drain (backpressure), for at most ``PATIENCE`` seconds, since two actors telling
+  each other would otherwise each wait for the other for ever;
 - it has run for ``SLICE`` seconds: the loop's other work (sockets, timers, the heartbeat) runs,
   then the batch goes on.
 
@@ -23,12 +24,16 @@ from collections.abc import Coroutine, Iterator
 from typing import Any
 
 from actors.control import BEAT
+from actors.mailbox import HIGH_WATER
 from actors.runner import Runner, settle
 from actors.transport import AsyncTransport
 from messages.codec import Envelope
 from messages.runtime import Fault
 
 SLICE = 0.02  # seconds of handling before the loop gets a turn
+# Seconds an actor holding more than HIGH_WATER bytes for full mailboxes waits for them to drain
+# before it reads on regardless (its memory is still capped, by MAX_PENDING).
+PATIENCE = 1.0
 
 log = logging.getLogger("actors.child")
 
@@ -125,16 +130,17 @@ class AsyncRunner(Runner):
                 self.answered(env, result)
             except Exception as exc:  # the actor's own errors: see Runner.failed
                 self.failed(env, exc)
-            if not self.settled_now():
+            self.transport.flush()
+            if self.held_back():
                 self.pause(self.go_on(steps))
                 return
             if self.now > self.slice_end:
                 self.pause(self.go_on(steps, later=True))
                 return
 
-    def settled_now(self) -> bool:
+    def held_back(self) -> bool:
         assert isinstance(self.transport, AsyncTransport)
-        return self.transport.settled()
+        return self.transport.held_bytes > HIGH_WATER
 
     def pause(self, rest: Coroutine[Any, Any, None]) -> None:
         self.reading(False)
@@ -148,7 +154,7 @@ class AsyncRunner(Runner):
         await self.go_on(steps)
 
     async def go_on(self, steps: Steps, later: bool = False) -> None:
-        await self.settled()
+        await self.relieved()
         if later:
             await asyncio.sleep(0)
         self.busy = None
@@ -170,13 +176,14 @@ class AsyncRunner(Runner):
                 self.answered(env, await settle(self.actor.on_receive(env.msg)))
             except Exception as exc:  # the actor's own errors: see Runner.failed
                 self.failed(env, exc)
-            await self.settled()
+            self.transport.flush()
+            await self.relieved()
 
-    async def settled(self) -> None:
-        """Until everything told so far has left this process."""
+    async def relieved(self) -> None:
+        """Backpressure: while too much is held back for full mailboxes, read nothing more."""
         assert isinstance(self.transport, AsyncTransport)
-        if not self.transport.settled():
-            await self.transport.drained()
+        if self.transport.held_bytes > HIGH_WATER:
+            await self.transport.relieved(PATIENCE)
 
 
 def loop_factory() -> Any:

@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+from multiprocessing import forkserver
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -58,12 +59,20 @@ def die_with_parent(death: Connection) -> None:
     """Never outlive the supervisor, even one killed with SIGKILL, even while stuck in C code.
 
     The kernel's part: our parent is the supervisor's fork server, which exits when the
-    supervisor does; PR_SET_PDEATHSIG then sends us SIGKILL, with no help from this process
-    (a thread of ours could not run while another holds the GIL). The pipe's part: the write
+    supervisor does (once no child holds its "alive" pipe); PR_SET_PDEATHSIG then sends us
+    SIGKILL, with no help from this process (a thread of ours could not run while another holds
+    the GIL). The pipe's part: the write
     end of ``death`` lives only in the supervisor, so EOF means it is gone; a thread exits at
     once (normally sooner than the kernel path, and with a known exit code), and reading it
     once here covers a supervisor that died before the death signal was armed.
     """
+    # multiprocessing hands every child the write end of its fork server's "alive" pipe, so the
+    # fork server outlives its creator for as long as any child lives. Ours never use it: close
+    # it, so the fork server exits with the supervisor and the kernel's signal reaches us.
+    keeper = getattr(forkserver, "_forkserver")  # noqa: B009  private: no public way to do it
+    if keeper._forkserver_alive_fd is not None:
+        os.close(keeper._forkserver_alive_fd)
+        keeper._forkserver_alive_fd = None
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
         log.warning("PR_SET_PDEATHSIG unavailable", extra={"errno": ctypes.get_errno()})

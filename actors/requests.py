@@ -18,7 +18,7 @@ import pykka
 
 from actors.transport import SyncTransport
 from messages.codec import MAX_FRAME_BYTES, Envelope, unpack_batch
-from messages.errors import ActorError, DecodeError, P2PError
+from messages.errors import ActorError, DecodeError, P2PError, RemoteError
 from messages.runtime import (
     DeadLetter,
     Reply,
@@ -71,6 +71,8 @@ def answer(transport: Any, env: Envelope, work: Any) -> None:
 
 def _settled(future: Future[Any]) -> Reply:
     exc = future.exception()
+    if isinstance(exc, RemoteError):  # a nested supervisor's answer, passed on as it was
+        return Reply(False, None, exc.remote_type, exc.remote_reason)
     if exc is not None:
         return Reply(False, None, type(exc).__name__, str(exc))
     return Reply(True, future.result())

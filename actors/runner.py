@@ -14,9 +14,9 @@ message for longer than its ``liveness`` is.
 
 from __future__ import annotations
 
+import ctypes
 import inspect
 import logging
-import math
 import os
 import select
 import signal
@@ -129,23 +129,21 @@ class Runner:
             self.control.release()
             return
         self.held = len(data)
-        handled = 0
         for index in range(start, len(envelopes)):
             env = envelopes[index]
             if env is None:
                 continue
-            # The driver moves on only once what the previous message told others has left the
-            # process, so a death here redelivers nothing that was handled, and loses nothing.
+            # What the previous message told others has been sent (unless its mailbox was full)
+            # before the next one counts as in hand.
             self.control.at(self.held, index, attempts if index == start else 0)
             self.now = now = time.monotonic()
             self.control.beat(now)
             if env.deadline and now > env.deadline:
                 self.control.count(expired=1)  # its asker has given up: nobody wants the answer
                 continue
-            handled += 1
             yield index, env
+            self.control.count(handled=1)  # once, by the incarnation that got through it
         self.control.release()
-        self.control.count(handled=handled)
 
     def inject(self, fault: Fault, index: int) -> None:
         """Carry out a fault. The message is marked handled first, so it is not redelivered."""
@@ -158,6 +156,9 @@ class Runner:
         if fault.kind == "hang":
             while True:
                 time.sleep(3600)
+        if fault.kind == "stall":
+            while True:
+                ctypes.PyDLL(None).sleep(3600)  # PyDLL: the call keeps the GIL
         raise FaultInjected(f"fault injected in {self.boot.path}")
 
     def answered(self, env: Envelope, result: Any) -> None:
@@ -218,9 +219,8 @@ class BlockingRunner(Runner):
                 self.answered(env, self.actor.on_receive(env.msg))
             except Exception as exc:
                 self.failed(env, exc)
-            # Blocks on backpressure, beating (waiting is not hanging), for as long as it takes.
             assert isinstance(self.transport, SyncTransport)
-            self.transport.flush(math.inf)
+            self.transport.try_flush()
 
 
 async def settle(value: Any) -> Any:

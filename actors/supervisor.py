@@ -185,6 +185,7 @@ class Supervisor(pykka.ThreadingActor):
         if isinstance(message, Tick):
             if self.control is not None:
                 self.control.beat(time.monotonic())
+            self.transport.try_flush()
         elif isinstance(message, Exited):
             self._exited(message)
         elif isinstance(message, Launched):

@@ -15,8 +15,8 @@ a receiver skips an ask whose asker has already given up.
 
 Memory is bounded: a sender keeps at most ``MAX_PENDING`` bytes for one target whose queue is full
 (``MailboxFull`` beyond it), and a blocking sender blocks above ``HIGH_WATER``. An actor handling
-its mailbox goes on to the next message only once what it told has left (see ``actors.runner``),
-so mailbox-driven traffic never queues more than one message's consequences.
+its mailbox sends what each message told before the next one, and above ``HIGH_WATER`` held back
+it pauses reading its mailbox until its outputs drain (for a bounded time: see ``relieved``).
 """
 
 from __future__ import annotations
@@ -143,22 +143,30 @@ class AsyncTransport(Transport):
             self.loop.call_soon(self.flush)
 
     def flush(self) -> None:
+        """Send what was told since the last flush, now, without blocking. An outlet waiting
+        for room (or for its mailbox) is left to its own retry."""
         self.flush_scheduled = False
         dirty, self.dirty = self.dirty, set()
         for out in dirty:
-            self._flush_one(out)
+            if out not in self.stuck:
+                self._flush_one(out)
 
-    def settled(self) -> bool:
-        """Send what is queued now; True when nothing this process told is left in it."""
-        if self.dirty:
-            self.flush()
-        return not self.stuck
+    @property
+    def held_bytes(self) -> int:
+        """What this process keeps for mailboxes that could not take it yet."""
+        return sum(out.pending_bytes for out in self.stuck)
 
-    async def drained(self) -> None:
-        """Wait until everything this process told has left it (a full mailbox has room)."""
-        while self.stuck:
+    async def relieved(self, patience: float) -> None:
+        """Wait until at most ``HIGH_WATER`` bytes are held back, or ``patience`` seconds: an
+        actor that waits for its outputs to drain before reading more input must not wait
+        forever, or two actors telling each other would each wait for the other."""
+        deadline = self.loop.time() + patience
+        while self.held_bytes > HIGH_WATER and (left := deadline - self.loop.time()) > 0:
             self.drain_waiters.append(future := self.loop.create_future())
-            await future
+            try:
+                await asyncio.wait_for(future, left)
+            except TimeoutError:
+                return
 
     def _flush_one(self, out: Outlet) -> None:
         try:
@@ -189,7 +197,7 @@ class AsyncTransport(Transport):
 
     def _unstuck(self, out: Outlet) -> None:
         self.stuck.discard(out)
-        if self.drain_waiters and not self.stuck:
+        if self.drain_waiters and self.held_bytes <= HIGH_WATER:
             waiters, self.drain_waiters = self.drain_waiters, []
             for future in waiters:
                 if not future.done():
@@ -241,6 +249,13 @@ class SyncTransport(Transport):
                 if out.pending and not out.ephemeral:
                     self._send(out, time.monotonic() + deadline)
 
+    def try_flush(self) -> None:
+        """Send what waits for full mailboxes, without blocking (a supervisor calls this on
+        every tick, so events wait no longer than their subscriber's queue is full)."""
+        if any(out.pending for out in self.outlets.values()):
+            with self.lock:
+                self._drain_others(None)
+
     def reply(self, file: str, corr: int, reply: Reply) -> None:
         with self.lock:
             out, _ = self.enqueue(file, reply, corr, "")
@@ -278,7 +293,7 @@ class SyncTransport(Transport):
         except ActorUnavailable:
             pass  # stays queued: the mailbox is being re-created
 
-    def _drain_others(self, current: Outlet) -> None:
+    def _drain_others(self, current: Outlet | None) -> None:
         for out in self.outlets.values():
             if out is not current and out.pending and not out.ephemeral:
                 try:

@@ -100,6 +100,7 @@ class RemoteError(ActorError):
     def __init__(self, remote_type: str, reason: str) -> None:
         super().__init__(f"{remote_type}: {reason}")
         self.remote_type = remote_type
+        self.remote_reason = reason
 
 
 __all__ = [

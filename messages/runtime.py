@@ -26,13 +26,15 @@ class Fault:
     """Fault injection, handled by the runtime before ``on_receive``.
 
     ``kind``: ``crash`` (the process dies at once, exit 70), ``raise`` (the handler raises),
-    ``hang`` (the actor stops beating and blocks), ``exit`` (a normal exit, code 0).
+    ``hang`` (the actor stops beating and blocks), ``exit`` (a normal exit, code 0), ``stall``
+    (blocks inside C code *holding the GIL*, as a stuck extension would: no thread of the
+    process runs again).
     """
 
     kind: str
 
 
-FAULT_KINDS = ("crash", "raise", "hang", "exit")
+FAULT_KINDS = ("crash", "raise", "hang", "exit", "stall")
 
 
 @message(Tag.TREE_REQUEST)

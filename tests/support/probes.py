@@ -2,12 +2,14 @@
 
 ``Probe`` records every message it handles by appending ``sender seq`` to a file, so what it
 received survives its own crashes and a test can check that nothing was lost or reordered.
-A probe whose payload is ``b"poison"`` crashes its receiver, every time.
+A probe whose payload is ``b"poison"`` crashes its receiver, every time; ``b"sleep:S"`` blocks
+the handler for S seconds. ``config["work_us"]`` makes every probe cost that much CPU.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from actors.actor import Actor
@@ -19,6 +21,7 @@ class ProbeActor(Actor):
         self.seen: dict[str, list[int]] = {}
         record = self.ctx.config.get("record_to")
         self.record = open(record, "a", buffering=1) if record else None  # noqa: SIM115
+        self.work = self.ctx.config.get("work_us", 0) / 1e6
 
     def on_receive(self, msg: Any) -> Any:
         if isinstance(msg, Probe):
@@ -40,6 +43,12 @@ class ProbeActor(Actor):
     def probe(self, msg: Probe) -> int:
         if msg.payload == b"poison":
             raise RuntimeError("poison probe")
+        if msg.payload.startswith(b"sleep:"):
+            time.sleep(float(msg.payload[6:]))
+        if self.work:
+            until = time.perf_counter() + self.work
+            while time.perf_counter() < until:
+                pass
         self.seen.setdefault(msg.sender, []).append(msg.seq)
         if self.record is not None:
             self.record.write(f"{msg.sender} {msg.seq}\n")

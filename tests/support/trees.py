@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 
 from actors import ChildSpec, Strategy, SupervisorSpec, run_root  # noqa: E402
 
 
-def probe(name: str, workdir: str, **kw: object) -> ChildSpec:
-    return ChildSpec(name, "tests.support.probes:ProbeActor", liveness=1.0,
-                     config={"record_to": os.path.join(workdir, f"{name}.rec")}, **kw)
+def probe(name: str, workdir: str, **kw: Any) -> ChildSpec:
+    kw.setdefault("liveness", 1.0)
+    kw.setdefault("config", {"record_to": os.path.join(workdir, f"{name}.rec")})
+    return ChildSpec(name, "tests.support.probes:ProbeActor", **kw)
 
 
 def spec(name: str, workdir: str) -> SupervisorSpec:
@@ -30,6 +32,17 @@ def spec(name: str, workdir: str) -> SupervisorSpec:
         return SupervisorSpec("t", trio, strategy=Strategy.ONE_FOR_ALL)
     if name == "rest":
         return SupervisorSpec("t", trio, strategy=Strategy.REST_FOR_ONE)
+    if name == "stream":  # a sender, and a receiver that is killed again and again
+        receiver = probe("recv", workdir, config={
+            "record_to": os.path.join(workdir, "recv.rec"), "work_us": 30})
+        return SupervisorSpec("t", (probe("send", workdir), receiver), max_restarts=10_000,
+                              period=1.0, backoff=0.0)
+    if name == "flood":  # a receiver whose every message costs 0.1 ms
+        receiver = probe("recv", workdir, config={
+            "record_to": os.path.join(workdir, "recv.rec"), "work_us": 100})
+        return SupervisorSpec("t", (probe("send", workdir), receiver))
+    if name == "slow":  # handlers that block for seconds, with the liveness to allow it
+        return SupervisorSpec("t", (probe("a", workdir, liveness=10.0),))
     if name == "fragile":
         return SupervisorSpec("t", (probe("a", workdir),), max_restarts=2, period=60.0,
                               backoff=0.01)
