@@ -33,7 +33,6 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from actors.actor import Actor
-from actors.worker.stun import crash_on_error
 from messages.errors import ActorError, DecodeError
 from messages.worker import (
     PathStatus,
@@ -78,8 +77,7 @@ class RendezvousClient(Actor):
                                       "tunnel_state": None}
         self.stopping = False
         self.loop = asyncio.get_running_loop()
-        self.task = self.loop.create_task(self.keep_connected())
-        self.task.add_done_callback(crash_on_error)
+        self.task = self.ctx.spawn(self.keep_connected())
 
     async def on_receive(self, msg: Any) -> Any:
         if isinstance(msg, StunResult):
