@@ -44,12 +44,7 @@ from messages.worker import (
     UiEvent,
 )
 from protocol.rendezvous import wire
-from protocol.rendezvous.client_wire import (
-    MAX_MESSAGE,
-    derived_punch_token,
-    offer_from_json,
-    server_message,
-)
+from protocol.rendezvous.client_wire import MAX_MESSAGE, offer_from_json, server_message
 
 logger = logging.getLogger(__name__)
 
@@ -214,7 +209,7 @@ class RendezvousClient(Actor):
         self.ui_status("registered", f"registered with UDP endpoint {self.endpoint}")
 
     def offered(self, obj: dict[str, Any]) -> None:
-        self.offer = offer = offer_from_json(obj, self.worker_id)
+        self.offer = offer = PeerOffer(**dataclasses.asdict(offer_from_json(obj, self.worker_id)))
         self.ctx.ref("udp").tell(offer)
         self.ctx.ref("quic").tell(offer)
         self.ui({"type": "p2p_status_update", "peer_id": offer.peer_id,
@@ -253,6 +248,3 @@ HANDLERS = {"udp_endpoint_ack": RendezvousClient.acknowledged,
             "peer_disconnected": RendezvousClient.peer_left,
             "error": RendezvousClient.refused, "echo_response": RendezvousClient.echoed}
 
-__all__ = ["BACKOFF_FIRST", "BACKOFF_CAP", "STABLE", "MAX_MESSAGE", "reconnect_delay",
-           "derived_punch_token", "offer_from_json", "server_message", "RendezvousClient",
-           "HANDLERS"]
