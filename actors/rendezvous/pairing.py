@@ -13,7 +13,6 @@ edge no longer held it).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -47,7 +46,7 @@ class PairingActor(Actor):
         self.connections: dict[str, int] = {}  # worker id -> the connection it is known by
         self.live_at_rebuild: dict[str, int] = {}
         self.closed_below = 0
-        self.rebuilt = asyncio.ensure_future(self.rebuild())
+        self.rebuilt = self.ctx.spawn(self.rebuild())
 
     async def rebuild(self) -> None:
         sessions, next_connection_id = await read_ledger(self.edge)

@@ -8,7 +8,6 @@ from them before it handles any message, so no registered worker is lost.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -47,7 +46,7 @@ class RegistryActor(Actor):
         self.pairing = self.ctx.ref("pairing")
         self.max_workers = int(self.ctx.config.get("max_workers", MAX_WORKERS))
         self.registry = WorkerRegistry(self.max_workers)
-        self.rebuilt = asyncio.ensure_future(self.rebuild())
+        self.rebuilt = self.ctx.spawn(self.rebuild())
 
     async def rebuild(self) -> None:
         sessions, _ = await read_ledger(self.edge)

@@ -1,31 +1,36 @@
-"""The quic actor: the authenticated QUIC tunnel (``protocol.tunnel``) over the udp actor.
+"""The quic actor: the authenticated QUIC tunnel over the udp actor, a thin shell around the
+sans-I/O ``TunnelSession`` (``protocol.tunnel.session``: which connection is current, and the
+rules for reconnecting).
 
-This module holds the actor's messages: offers and departures from rendezvous_client, path
-changes from udp, chats and echoes from the UI. Its parts: ``TunnelConnections``
-(``quic_connections``: roles, and re-establishment after either side restarts), ``TunnelShell``
-(``quic_tunnel_shell``: datagrams in and out, events, one timer) and ``QuicStateFile``
-(``quic_state``: the offer, the path and the chats, kept across a kill -9 of this actor).
+It feeds the session offers and departures from rendezvous_client, path changes and datagrams
+from udp, chats and echoes from the UI, with ``now``; a ``CoreDriver`` sends what it has to send
+(one ``UdpSend`` per destination per flush, once per event-loop iteration) and re-arms its one
+timer. The session's events become ``TunnelStatus`` for ``ui`` and ``rendezvous_client``, and UI
+events.
+
+What survives a kill -9 of this actor: the offer, the path and the chats (``Outbox``/``Inbox``,
+``protocol.tunnel.chat``), saved under ``ctx.rundir`` after each chat is queued (before it can
+reach the wire), after each chat is handed to the UI and after each ack. So no chat is lost and
+none repeated; the new incarnation reconnects (``TunnelSession.recover``).
 """
 
 from __future__ import annotations
 
-import asyncio
+import logging
 from typing import Any
 
 from actors.actor import Actor
-from actors.worker.quic_connections import (
-    BACKOFF_FIRST,
-    BACKOFF_MAX,
-    CID_LENGTH,
-    SETTING_UP,
-    Address,
-    TunnelConnections,
-    initial_ids,
+from actors.worker.driver import (
+    CoreDriver,
+    batches,
+    clock,
+    load_state,
+    plain,
+    save_state,
+    state_file,
 )
-from actors.worker.quic_state import QuicStateFile, plain
-from actors.worker.quic_tunnel_shell import TunnelShell
-from actors.worker.state_files import state_file
-from messages.errors import UsageError
+from actors.worker.settings import TunnelSettings
+from messages.errors import DecodeError, UsageError
 from messages.worker import (
     ChatSend,
     EchoPeer,
@@ -33,49 +38,44 @@ from messages.worker import (
     PeerGone,
     PeerOffer,
     StatusRequest,
+    TunnelStatus,
     UdpReceived,
+    UdpSend,
+    UiEvent,
 )
+from protocol.stun import Address
 from protocol.tunnel.chat import Inbox, Outbox
-from protocol.tunnel.connection import Tunnel, TunnelState
+from protocol.tunnel.events import AuthFailed, ChatAcked, ChatReceived, EchoReplied, TunnelState
+from protocol.tunnel.session import Peer, Role, SessionChanged, TunnelSession
+from protocol.udp.peer_path import PeerPathState
 
-# Names that moved to their own modules, still importable from here.
-__all__ = ["BACKOFF_FIRST", "BACKOFF_MAX", "CID_LENGTH", "SETTING_UP", "Address", "QuicActor",
-           "as_bytes", "initial_ids", "plain"]
+log = logging.getLogger(__name__)
 
 
-class QuicActor(TunnelConnections, TunnelShell, QuicStateFile, Actor):
+class QuicActor(Actor):
     def on_start(self) -> None:
-        self.loop = asyncio.get_running_loop()
-        cfg = self.ctx.config
-        self.cert_pem, self.key_pem = as_bytes(cfg["cert_pem"]), as_bytes(cfg["key_pem"])
-        self.idle_timeout = float(cfg.get("quic_idle_timeout", 30.0))
-        self.ping_interval = float(cfg.get("quic_ping_interval", 10.0))
+        settings = TunnelSettings.from_config(self.ctx.config)
+        self.session = TunnelSession(settings.cert_pem, settings.key_pem,
+                                     idle_timeout=settings.quic_idle_timeout,
+                                     ping_interval=settings.quic_ping_interval)
+        self.driver = CoreDriver(self.session, self.send, self.on_event)
         self.file = state_file(self.ctx.rundir, self.ctx.path, "quic")
         self.offer: PeerOffer | None = None
         self.path: PathStatus | None = None
-        self.outbox, self.inbox = Outbox(), Inbox()
-        self.tunnel: Tunnel | None = None
-        self.tunnel_addr: Address = ("", 0)
-        self.peer_scid: bytes | None = None  # the peer's source cid on the current connection
-        self.local_scid: bytes | None = None  # ours, when we are the QUIC client
-        self.state, self.reason, self.rtt = "idle", "", 0.0
-        self.timer: asyncio.TimerHandle | None = None
-        self.retry: asyncio.TimerHandle | None = None
-        self.backoff = BACKOFF_FIRST
-        self.flush_due = False
-        self.dropped = 0
         if self.restore():
-            self.loop.call_soon(self.recover)
+            self.driver.loop.call_soon(self.recover)
 
     def on_stop(self) -> None:
-        if self.tunnel is not None and self.tunnel.state is TunnelState.UP:
-            self.tunnel.close("the worker is stopping")
-            self.flush()  # the CONNECTION_CLOSE leaves before the process does
+        tunnel = self.session.tunnel
+        if tunnel is not None and tunnel.state is TunnelState.UP:
+            self.session.close("the worker is stopping", clock())
+            self.driver.flush()  # the CONNECTION_CLOSE leaves before the process does
+        self.driver.stop()
 
     def on_receive(self, msg: Any) -> Any:
         if isinstance(msg, UdpReceived):
             for payload in msg.payloads:
-                self.receive(payload, (msg.host, msg.port))
+                self.session.receive_datagram(payload, (msg.host, msg.port), clock())
         elif isinstance(msg, PathStatus):
             self.on_path(msg)
         elif isinstance(msg, PeerOffer):
@@ -90,18 +90,14 @@ class QuicActor(TunnelConnections, TunnelShell, QuicStateFile, Actor):
             return self.status()
         else:
             return super().on_receive(msg)
+        self.driver.after_input()
         return None
 
     # -- the peer, the path, the user -------------------------------------------------------
 
     def on_offer(self, offer: PeerOffer) -> None:
-        old = self.offer
-        if old is not None and (old.peer_id, old.peer_fingerprint) != (
-                offer.peer_id, offer.peer_fingerprint):
-            self.close_tunnel("the rendezvous paired us with another peer")
+        if self.session.offer(peer_of(offer), clock()):
             self.path = None
-        if old is not None and old.peer_id != offer.peer_id:
-            self.outbox, self.inbox = Outbox(), Inbox()  # chats were for the old peer
         self.offer = offer
         self.save()
         if self.path is not None and self.path.peer_id == offer.peer_id:
@@ -115,55 +111,113 @@ class QuicActor(TunnelConnections, TunnelShell, QuicStateFile, Actor):
             return
         self.path = path
         self.save()
-        if path.state == "connected":
-            if self.active() and self.tunnel_addr != (path.host, path.port):
-                self.close_tunnel("the path to the peer moved")
-            if self.offer.quic_role == "client":
-                self.connect()
-            elif not self.active():
-                self.publish("connecting", "waiting for the peer's QUIC handshake")
-        elif path.state in ("failed", "closed"):
-            self.close_tunnel(f"path {path.state}: {path.reason}")
+        self.session.path_changed(PeerPathState(path.state), (path.host, path.port),
+                                  path.reason, clock())
 
     def on_peer_gone(self, gone: PeerGone) -> None:
         if self.offer is not None and gone.peer_id == self.offer.peer_id:
-            self.close_tunnel(f"peer left: {gone.reason}")
+            self.session.leave(f"peer left: {gone.reason}", clock())
             self.offer = self.path = None
             self.save()
 
     def send_chat(self, text: str) -> None:
         """Queued in the outbox even while down; saved before it can reach the wire."""
         try:
-            if self.tunnel is not None:
-                self.tunnel.send_chat(text)
-            else:
-                self.outbox.add(text)
+            self.session.send_chat(text, clock())
         except UsageError as exc:
             self.ui({"type": "error", "message": f"QUIC chat not sent: {exc.reason}"})
             return
         self.save()
-        self.after_input()
 
     def send_echo(self, payload: str) -> None:
-        if self.tunnel is None or self.tunnel.state is not TunnelState.UP:
-            self.ui({"type": "quic_echo_response", "payload": payload,
-                     "error": "the QUIC tunnel is not up"})
-            return
         try:
-            self.tunnel.send_echo(payload.encode("utf-8", "surrogatepass"))
+            self.session.send_echo(payload.encode("utf-8", "surrogatepass"), clock())
         except UsageError as exc:
             self.ui({"type": "quic_echo_response", "payload": payload, "error": exc.reason})
-        self.after_input()
+
+    def recover(self) -> None:
+        self.session.recover(clock())
+        self.driver.after_input()
 
     def status(self) -> dict[str, Any]:
-        tunnel = self.tunnel
-        return {"state": self.state, "reason": self.reason,
+        session, tunnel = self.session, self.session.tunnel
+        return {"state": session.state.value, "reason": session.reason,
                 "peer_id": self.offer.peer_id if self.offer else "",
                 "role": self.offer.quic_role if self.offer else "",
                 "tunnel_role": tunnel.role if tunnel else "",
                 "tunnel_state": tunnel.state.value if tunnel else "",
-                "rtt_ms": round(self.rtt * 1000, 3), "pending_chats": len(self.outbox.pending),
-                "dropped": self.dropped}
+                "rtt_ms": round(session.rtt * 1000, 3),
+                "pending_chats": len(session.outbox.pending), "dropped": session.dropped}
 
-def as_bytes(pem: str | bytes) -> bytes:
-    return pem.encode() if isinstance(pem, str) else pem
+    # -- the session's output ----------------------------------------------------------------
+
+    def send(self, datagrams: list[tuple[bytes, Address]]) -> None:
+        by_addr: dict[Address, list[bytes]] = {}
+        for data, addr in datagrams:
+            by_addr.setdefault(addr, []).append(data)
+        udp = self.ctx.ref("udp")
+        for (host, port), payloads in by_addr.items():
+            for batch in batches(payloads):
+                udp.tell(UdpSend(host, port, batch))
+
+    def on_event(self, event: Any) -> None:
+        peer = self.offer.peer_id if self.offer else ""
+        if isinstance(event, SessionChanged):
+            self.publish(event.state.value, event.reason)
+        elif isinstance(event, AuthFailed):
+            self.ui({"type": "quic_status_update", "state": "auth_failed", "peer_id": peer,
+                     "message": event.reason})
+        elif isinstance(event, ChatReceived):
+            self.ui({"type": "quic_message_received", "from_peer_id": peer, "content": event.text})
+            self.ctx.transport.flush()  # delivered, then remembered: see save()
+            self.save()
+        elif isinstance(event, ChatAcked):
+            self.save()
+        elif isinstance(event, EchoReplied):
+            self.ui({"type": "quic_echo_response", "payload": event.payload.decode(
+                "utf-8", "replace"), "rtt_ms": round(event.rtt * 1000, 3)})
+
+    def publish(self, state: str, reason: str) -> None:
+        peer = self.offer.peer_id if self.offer else ""
+        status = TunnelStatus(state, peer, reason)
+        self.ctx.ref("ui").tell(status)
+        self.ctx.ref("rendezvous_client").tell(status)
+        self.ui({"type": "quic_status_update", "state": state, "peer_id": peer, "message": reason})
+
+    def ui(self, payload: dict[str, Any]) -> None:
+        self.ctx.ref("ui").tell(UiEvent(payload))
+
+    # -- what survives a restart -------------------------------------------------------------
+
+    def save(self) -> None:
+        """Offer, path, outbox and inbox, atomically."""
+        session = self.session
+        save_state(self.file, {
+            "offer": plain(self.offer), "path": plain(self.path),
+            "outbox": session.outbox.to_plain(), "inbox": session.inbox.to_plain()})
+
+    def restore(self) -> bool:
+        """What an earlier incarnation saved; True if it had a peer."""
+        saved = load_state(self.file)
+        if not isinstance(saved, dict):
+            return False
+        try:
+            outbox = Outbox.from_plain(saved.get("outbox"))
+            inbox = Inbox.from_plain(saved.get("inbox"))
+            self.offer = PeerOffer(**saved["offer"]) if saved.get("offer") else None
+            self.path = PathStatus(**saved["path"]) if saved.get("path") else None
+        except (DecodeError, TypeError, KeyError) as exc:
+            log.warning("unusable saved tunnel state ignored: %s", exc)
+            return False
+        connected = self.path is not None and self.path.state == PeerPathState.CONNECTED.value
+        self.session.restore(peer_of(self.offer) if self.offer else None,
+                             (self.path.host, self.path.port) if connected and self.path else None,
+                             outbox, inbox)
+        log.info("restored: peer %s, %d chats pending", self.offer and self.offer.peer_id,
+                 len(outbox.pending))
+        return self.offer is not None
+
+
+def peer_of(offer: PeerOffer) -> Peer:
+    role: Role = "client" if offer.quic_role == "client" else "server"
+    return Peer(offer.peer_id, role, offer.peer_fingerprint)

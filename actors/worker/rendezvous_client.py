@@ -33,7 +33,6 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from actors.actor import Actor
-from actors.worker.stun import crash_on_error
 from messages.errors import ActorError, DecodeError
 from messages.worker import (
     PathStatus,
@@ -45,12 +44,7 @@ from messages.worker import (
     UiEvent,
 )
 from protocol.rendezvous import wire
-from protocol.rendezvous.client_wire import (
-    MAX_MESSAGE,
-    derived_punch_token,
-    offer_from_json,
-    server_message,
-)
+from protocol.rendezvous.client_wire import MAX_MESSAGE, offer_from_json, server_message
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +72,7 @@ class RendezvousClient(Actor):
                                       "tunnel_state": None}
         self.stopping = False
         self.loop = asyncio.get_running_loop()
-        self.task = self.loop.create_task(self.keep_connected())
-        self.task.add_done_callback(crash_on_error)
+        self.task = self.ctx.spawn(self.keep_connected())
 
     async def on_receive(self, msg: Any) -> Any:
         if isinstance(msg, StunResult):
@@ -216,7 +209,7 @@ class RendezvousClient(Actor):
         self.ui_status("registered", f"registered with UDP endpoint {self.endpoint}")
 
     def offered(self, obj: dict[str, Any]) -> None:
-        self.offer = offer = offer_from_json(obj, self.worker_id)
+        self.offer = offer = PeerOffer(**dataclasses.asdict(offer_from_json(obj, self.worker_id)))
         self.ctx.ref("udp").tell(offer)
         self.ctx.ref("quic").tell(offer)
         self.ui({"type": "p2p_status_update", "peer_id": offer.peer_id,
@@ -255,6 +248,3 @@ HANDLERS = {"udp_endpoint_ack": RendezvousClient.acknowledged,
             "peer_disconnected": RendezvousClient.peer_left,
             "error": RendezvousClient.refused, "echo_response": RendezvousClient.echoed}
 
-__all__ = ["BACKOFF_FIRST", "BACKOFF_CAP", "STABLE", "MAX_MESSAGE", "reconnect_delay",
-           "derived_punch_token", "offer_from_json", "server_message", "RendezvousClient",
-           "HANDLERS"]

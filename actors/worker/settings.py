@@ -38,12 +38,58 @@ class WorkerSettings:
     key_pem: bytes
     fingerprint: str
 
-    def config(self) -> dict[str, Any]:
-        """The plain dict every worker actor receives as ``ctx.config``."""
-        return asdict(self)
+    def config(self, *, signs: bool = False) -> dict[str, Any]:
+        """What a worker actor receives as ``ctx.config``; the private key only if it ``signs``
+        (quic: the TLS handshake and the client proof)."""
+        config = asdict(self)
+        if not signs:
+            del config["key_pem"]
+        return config
 
     def __repr__(self) -> str:  # never print the key
         return f"WorkerSettings(worker_id={self.worker_id!r}, rendezvous={self.rendezvous_url!r})"
+
+
+@dataclass(frozen=True)
+class PathSettings:
+    """The udp actor's: who we are, and the timing of hole punching and ping."""
+
+    worker_id: str
+    punch_interval: float = 0.05
+    punch_deadline: float = 10.0
+    ping_timeout: float = 5.0
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> PathSettings:
+        return cls(str(config["worker_id"]),
+                   **floats(config, "punch_interval", "punch_deadline", "ping_timeout"))
+
+
+@dataclass(frozen=True)
+class TunnelSettings:
+    """The quic actor's: our identity (the key signs), and the tunnel's timing."""
+
+    cert_pem: bytes
+    key_pem: bytes
+    quic_idle_timeout: float = 30.0
+    quic_ping_interval: float = 10.0
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> TunnelSettings:
+        return cls(as_bytes(config["cert_pem"]), as_bytes(config["key_pem"]),
+                   **floats(config, "quic_idle_timeout", "quic_ping_interval"))
+
+    def __repr__(self) -> str:  # never print the key
+        return "TunnelSettings(...)"
+
+
+def floats(config: dict[str, Any], *names: str) -> dict[str, float]:
+    """The optional number settings that ``config`` holds (tests tune them)."""
+    return {name: float(config[name]) for name in names if name in config}
+
+
+def as_bytes(pem: str | bytes) -> bytes:
+    return pem.encode() if isinstance(pem, str) else pem
 
 
 def websocket_base(url: str, name: str = "RENDEZVOUS_SERVICE_URL") -> str:

@@ -22,14 +22,12 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import os
 import socket
 from typing import Any
 
 import pykka
 
 from actors.actor import Actor
-from actors.boot import EXIT_CRASHED
 from actors.worker.stun_socket import ForwardingSocket, detect_nat_type
 from messages.errors import DecodeError
 from messages.worker import RedoStun, StatusRequest, StunResult, UdpReceived, UdpSend, UiEvent
@@ -70,8 +68,7 @@ class StunActor(Actor):
         self.nat_socket: ForwardingSocket | None = None
         self.probe = NatTypeProbe.start().proxy()
         self.loop = asyncio.get_running_loop()
-        self.task = self.loop.create_task(self.keep_checking())
-        self.task.add_done_callback(crash_on_error)
+        self.task = self.ctx.spawn(self.keep_checking())
 
     def on_receive(self, msg: Any) -> Any:
         if isinstance(msg, UdpReceived):
@@ -235,10 +232,3 @@ def ui_payload(result: StunResult) -> dict[str, Any]:
     return {"type": "stun_update", "public_ip": result.host, "public_port": result.port,
             "nat_type": result.nat_type}
 
-
-def crash_on_error(task: asyncio.Task[None]) -> None:
-    """A background task that dies of a bug takes the actor with it, so the supervisor sees
-    the failure and restarts it, instead of the actor living on without its main loop."""
-    if not task.cancelled() and task.exception() is not None:
-        logger.critical("background task failed", exc_info=task.exception())
-        os._exit(EXIT_CRASHED)

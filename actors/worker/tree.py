@@ -24,14 +24,13 @@ PRELOAD = ("aioquic.quic.connection", "cryptography.x509", "starlette.applicatio
 
 
 def worker_spec(settings: WorkerSettings, name: str = "worker") -> SupervisorSpec:
-    cfg = settings.config()
-    actor = lambda module, cls, **kw: ChildSpec(  # noqa: E731
-        module, f"actors.worker.{module}:{cls}", config=cfg, **kw)
+    actor = lambda module, cls, signs=False, **kw: ChildSpec(  # noqa: E731
+        module, f"actors.worker.{module}:{cls}", config=settings.config(signs=signs), **kw)
     return SupervisorSpec(name, (
         actor("udp", "UdpActor",
               sockets={"udp": SocketSpec("udp", settings.udp_host, settings.udp_port)}),
         actor("stun", "StunActor"),
-        actor("quic", "QuicActor"),
+        actor("quic", "QuicActor", signs=True),
         actor("rendezvous_client", "RendezvousClient"),
         actor("ui", "UiActor",
               sockets={"http": SocketSpec("tcp", settings.ui_host, settings.ui_port)}),

@@ -3,14 +3,13 @@
 The socket is bound once by the worker's supervisor (``ctx.sockets["udp"]``), so a restart of this
 actor keeps the port and the NAT mapping. Each datagram goes by its first byte
 (``protocol.udp.classify``, RFC 7983/9443): STUN to ``stun``; QUIC from the peer to ``quic``,
-batched per event-loop iteration; our own frames to the ``HolePunch`` / ``PathMonitor`` /
-``PingTracker`` cores (``PathShell``, in ``udp_path_shell``); the original system's JSON chat to
-the UI.
+batched per event-loop iteration; our own frames to the path's sans-I/O core
+(``protocol.udp.peer_path.PeerPath``, driven by a ``CoreDriver``); the original system's JSON chat
+to the UI.
 
-What survives a restart: the path (``PeerPath``, in ``udp_path``). It is saved under
-``ctx.rundir`` on every change, and a new incarnation resumes it as it was (a CONNECTED path needs
-no new punching: same socket, same mapping), then says so again to ``quic``, ``ui`` and
-``rendezvous_client``.
+What survives a restart: the path. It is saved under ``ctx.rundir`` on every change, and a new
+incarnation resumes it as it was (a CONNECTED path needs no new punching: same socket, same
+mapping), then says so again to ``quic``, ``ui`` and ``rendezvous_client``.
 """
 
 from __future__ import annotations
@@ -21,34 +20,45 @@ import logging
 from typing import Any
 
 from actors.actor import Actor
-from actors.worker.core_driving import MAX_BATCH_BYTES, batches, clock
-from actors.worker.state_files import load_state, remove_state, save_state, state_file
-from actors.worker.udp_path import PeerPath
-from actors.worker.udp_path_shell import PathShell
-from messages.errors import DecodeError
+from actors.worker.driver import (
+    CoreDriver,
+    batches,
+    clock,
+    load_state,
+    plain,
+    remove_state,
+    save_state,
+    state_file,
+)
+from actors.worker.settings import PathSettings
+from messages.errors import DecodeError, UsageError
 from messages.worker import (
     ChatSend,
+    PathStatus,
     PeerGone,
     PeerOffer,
     PingPeer,
     StatusRequest,
     UdpReceived,
     UdpSend,
+    UiEvent,
 )
 from protocol.stun import Address
 from protocol.udp import (
+    Chat,
     DatagramKind,
     LegacyChat,
     LegacyPing,
     LegacyPunch,
     classify,
+    decode_frame,
     decode_legacy,
+    encode_frame,
+    encode_legacy_chat,
     encode_legacy_ping,
 )
-
-# Names that moved to their own modules, still importable from here.
-__all__ = ["MAX_BATCH_BYTES", "PeerPath", "UdpActor", "UdpProtocol", "batches", "clock",
-           "load_state", "remove_state", "save_state", "state_file"]
+from protocol.udp.path import PingResult
+from protocol.udp.peer_path import PathChanged, PeerPath, PeerPathState
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +75,7 @@ class UdpProtocol(asyncio.DatagramProtocol):
         log.info("udp socket error: %s", exc)
 
 
-class UdpActor(PathShell, Actor):
+class UdpActor(Actor):
     def on_start(self) -> Any:
         return self._start()
 
@@ -73,25 +83,40 @@ class UdpActor(PathShell, Actor):
         """The path first, then the socket: datagrams queued in the socket during a restart
         must find the path already there, or QUIC from the peer would be dropped."""
         self.loop = asyncio.get_running_loop()
-        self.worker_id: str = self.ctx.config["worker_id"]
+        settings = PathSettings.from_config(self.ctx.config)
+        self.worker_id = settings.worker_id
         self.counts: collections.Counter[str] = collections.Counter()
         self.to_quic: dict[Address, list[bytes]] = {}
-        self.timer: asyncio.TimerHandle | None = None
         self.chat_id = 0
-        self.path = PeerPath(self.ctx.config)
+        self.offer: PeerOffer | None = None
+        self.path = PeerPath(self.worker_id, punch_interval=settings.punch_interval,
+                             punch_deadline=settings.punch_deadline,
+                             ping_timeout=settings.ping_timeout)
+        self.driver = CoreDriver(self.path, self.send, self.on_path_event)
         self.file = state_file(self.ctx.rundir, self.ctx.path, "path")
-        saved = load_state(self.file)
-        resumed = isinstance(saved, dict) and self.path.resume(saved, self.worker_id, clock())
+        resumed = self.resume(load_state(self.file))
         sock = self.ctx.sockets["udp"]
         self.local = sock.getsockname()[:2]
         self.transport, _ = await self.loop.create_datagram_endpoint(
             lambda: UdpProtocol(self), sock=sock)
         if resumed:
-            log.info("resumed the path to %s (%s)", self.path.peer_id, self.path.state)
+            log.info("resumed the path to %s (%s)", self.path.peer_id, self.path.state.value)
             self.changed()
-            self.service(clock())
+            self.driver.flush()
+
+    def resume(self, saved: Any) -> bool:
+        try:
+            offer = PeerOffer(**saved["offer"])
+        except (KeyError, TypeError):
+            return False
+        if not self.path.resume(offer.peer_id, (offer.host, offer.port), offer.punch_token,
+                                saved, clock()):
+            return False
+        self.offer = offer
+        return True
 
     def on_stop(self) -> None:
+        self.driver.stop()
         self.transport.close()
 
     # -- messages from the other actors ------------------------------------------------------
@@ -113,6 +138,50 @@ class UdpActor(PathShell, Actor):
         else:
             return super().on_receive(msg)
         return None
+
+    def on_offer(self, offer: PeerOffer) -> None:
+        if offer == self.offer and self.path.state in (PeerPathState.PUNCHING,
+                                                       PeerPathState.CONNECTED):
+            self.publish()  # the rendezvous repeated itself: nothing to redo
+            return
+        self.offer = offer
+        self.path.start(offer.peer_id, (offer.host, offer.port), offer.punch_token, clock())
+        self.changed()
+        self.driver.flush()
+
+    def on_peer_gone(self, gone: PeerGone) -> None:
+        if self.offer is None or gone.peer_id != self.offer.peer_id:
+            return
+        self.path.close(f"peer left: {gone.reason}")
+        self.changed()
+        self.driver.arm_timer()
+        self.offer = None
+        self.path.forget()
+        remove_state(self.file)
+
+    def send_chat(self, text: str) -> None:
+        if self.offer is None or self.path.state is not PeerPathState.CONNECTED:
+            self.ui({"type": "error", "message": "no P2P path to a peer: chat not sent"})
+        elif self.path.token is None:  # a peer of the original system: its JSON chat
+            self.transport.sendto(encode_legacy_chat(self.worker_id, text), self.path.peer_addr)
+        else:
+            self.chat_id = self.chat_id % 0xFFFFFFFF + 1
+            try:
+                frame = encode_frame(Chat(self.path.token, self.chat_id, text))
+            except UsageError as exc:
+                self.ui({"type": "error", "message": f"chat not sent: {exc.reason}"})
+                return
+            self.transport.sendto(frame, self.path.peer_addr)
+        self.driver.flush()
+
+    def send_ping(self) -> None:
+        try:
+            self.path.send_ping(clock())
+        except UsageError as exc:
+            self.ui({"type": "p2p_ping_result", "error": exc.reason})
+            if self.path.pinger is None:
+                return
+        self.driver.flush()
 
     def status(self) -> dict[str, Any]:
         return {"worker_id": self.worker_id, "local_host": self.local[0],
@@ -136,7 +205,7 @@ class UdpActor(PathShell, Actor):
 
     def forward_quic(self, data: bytes, addr: Address) -> None:
         """QUIC from the peer only; a burst read in one loop iteration leaves as one message."""
-        if self.path.offer is None or addr != self.path.peer_addr:
+        if self.offer is None or addr != self.path.peer_addr:
             self.counts["quic_from_stranger"] += 1
             return
         if not self.to_quic:
@@ -150,6 +219,18 @@ class UdpActor(PathShell, Actor):
             for batch in batches(payloads):
                 quic.tell(UdpReceived(host, port, batch))
 
+    def on_frame(self, data: bytes, addr: Address) -> None:
+        try:
+            frame = decode_frame(data)
+        except DecodeError:
+            self.counts["bad_frame"] += 1
+            return
+        self.path.receive_frame(frame, addr, clock())
+        if isinstance(frame, Chat) and self.path.is_peer_chat(frame, addr):
+            self.ui({"type": "p2p_message_received", "from_peer_id": self.path.peer_id,
+                     "content": frame.text})
+        self.driver.flush()
+
     def on_legacy(self, data: bytes, addr: Address) -> None:
         """The original system's datagrams, from the peer's endpoint only (they hold no token)."""
         try:
@@ -157,7 +238,7 @@ class UdpActor(PathShell, Actor):
         except DecodeError:
             self.counts["bad_legacy"] += 1
             return
-        if self.path.offer is None or addr != self.path.peer_addr:
+        if self.offer is None or addr != self.path.peer_addr:
             self.counts["legacy_from_stranger"] += 1
         elif isinstance(legacy, LegacyChat):
             self.ui({"type": "p2p_message_received", "from_peer_id": legacy.from_worker_id,
@@ -170,3 +251,35 @@ class UdpActor(PathShell, Actor):
             log.info("hole punch ping %d of the original system from %s", legacy.number,
                      legacy.from_worker_id)
 
+    # -- the core's output -------------------------------------------------------------------
+
+    def send(self, datagrams: list[tuple[bytes, Address]]) -> None:
+        for data, addr in datagrams:
+            self.transport.sendto(data, addr)
+
+    def on_path_event(self, event: Any) -> None:
+        if isinstance(event, PathChanged):
+            self.changed()
+        elif isinstance(event, PingResult):
+            self.ui({"type": "p2p_ping_result", "rtt_ms": round(event.rtt * 1000, 3)})
+        else:  # PingTimedOut
+            self.ui({"type": "p2p_ping_result", "error": "no answer from the peer"})
+
+    def changed(self) -> None:
+        """The path changed (or is restated): save it, tell quic, ui and rendezvous_client."""
+        if self.offer is not None:
+            save_state(self.file, {"offer": plain(self.offer), **self.path.saved()})
+        self.publish()
+
+    def publish(self) -> None:
+        host, port = self.path.peer_addr
+        peer_id = self.offer.peer_id if self.offer is not None else ""
+        status = PathStatus(self.path.state.value, peer_id, host, port, self.path.rtt,
+                            self.path.reason)
+        for name in ("quic", "ui", "rendezvous_client"):
+            self.ctx.ref(name).tell(status)
+        self.ui({"type": "p2p_status_update", "message": self.path.summary(),
+                 "peer_id": status.peer_id})
+
+    def ui(self, payload: dict[str, Any]) -> None:
+        self.ctx.ref("ui").tell(UiEvent(payload))

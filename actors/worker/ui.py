@@ -75,7 +75,7 @@ class UiActor(Actor):
                 await asyncio.sleep(SUBSCRIBE_RETRY)
 
     def spawn(self, work: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.ensure_future(work)
+        task = self.ctx.spawn(work)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 

@@ -21,7 +21,8 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected
 
-from messages.errors import ActorError, DecodeError, FrameTooLarge, UnknownMessage
+from messages.errors import ActorError, DecodeError, UnknownMessage
+from protocol.json_text import json_object
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +54,7 @@ def encode(payload: dict[str, Any]) -> str:
 
 def parse_command(text: str) -> dict[str, Any]:
     """A command from a UI client, checked; raises ``DecodeError`` (or a subclass) on bad input."""
-    if len(text) > MAX_UI_FRAME or len(text.encode()) > MAX_UI_FRAME:
-        raise FrameTooLarge(f"a command is at most {MAX_UI_FRAME} bytes")
-    try:
-        command = json.loads(text)
-    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the stack
-        raise DecodeError("a command must be JSON") from None
-    if not isinstance(command, dict):
-        raise DecodeError("a command must be a JSON object")
+    command = json_object(text, what="a command", limit=MAX_UI_FRAME)
     try:  # "\ud800" escapes decode to lone surrogates, which no message can carry on
         json.dumps(command, ensure_ascii=False).encode()
     except UnicodeEncodeError:

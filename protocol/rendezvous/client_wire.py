@@ -1,8 +1,9 @@
 """What the rendezvous service sends a worker, decoded from hostile text (seeds/000 §2.1).
 
 ``server_message`` turns one WebSocket frame into a JSON object with a string ``type``;
-``offer_from_json`` checks a ``p2p_connection_offer`` field by field into a ``PeerOffer``. Both
-raise only ``DecodeError`` on bad input.
+``offer_from_json`` checks a ``p2p_connection_offer`` field by field into an ``Offer`` (the
+worker's actors carry it on as the ``PeerOffer`` message). Both raise only ``DecodeError`` on bad
+input.
 
 An offer from a service of the original protocol has no ``quic_role`` (the lower worker id is
 the client, as both sides compute) and no ``punch_token`` (one is derived from both ids).
@@ -12,16 +13,28 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import json
+from dataclasses import dataclass
 from typing import Any
 
 from messages.errors import DecodeError
-from messages.worker import PeerOffer
+from protocol.json_text import json_object
 from protocol.rendezvous import wire
 from protocol.rendezvous.pairing import quic_role
 from protocol.udp import TOKEN_SIZE
 
 MAX_MESSAGE = 64 * 1024  # what the service's edge accepts; its messages are far smaller
+
+
+@dataclass(frozen=True)
+class Offer:
+    """The peer the service paired us with; ``punch_token`` is hex."""
+
+    peer_id: str
+    host: str
+    port: int
+    quic_role: str  # ours: "client" or "server" (wire.QUIC_ROLES)
+    peer_fingerprint: str | None
+    punch_token: str
 
 
 def derived_punch_token(worker_id: str, peer_id: str) -> str:
@@ -32,7 +45,7 @@ def derived_punch_token(worker_id: str, peer_id: str) -> str:
         :2 * TOKEN_SIZE]
 
 
-def offer_from_json(obj: dict[str, Any], worker_id: str) -> PeerOffer:
+def offer_from_json(obj: dict[str, Any], worker_id: str) -> Offer:
     """A ``p2p_connection_offer`` from the service, checked field by field (``DecodeError``)."""
     peer_id = wire.validate_worker_id(obj.get("peer_worker_id"))
     host, port = obj.get("peer_udp_ip"), obj.get("peer_udp_port")
@@ -53,7 +66,7 @@ def offer_from_json(obj: dict[str, Any], worker_id: str) -> PeerOffer:
         raise DecodeError("offer has a peer_cert_fingerprint that is not 64 hex digits")
     if not (isinstance(token, str) and len(token) == 2 * TOKEN_SIZE and is_hex(token)):
         raise DecodeError(f"offer has a punch_token that is not {TOKEN_SIZE} bytes of hex")
-    return PeerOffer(peer_id, host, port, role, fingerprint and fingerprint.lower(), token.lower())
+    return Offer(peer_id, host, port, role, fingerprint and fingerprint.lower(), token.lower())
 
 
 def is_hex(text: str) -> bool:
@@ -62,20 +75,11 @@ def is_hex(text: str) -> bool:
 
 def server_message(text: str | bytes) -> dict[str, Any]:
     """One frame from the service as a JSON object with a string ``type``, or ``DecodeError``."""
-    if len(text) > MAX_MESSAGE:
-        raise DecodeError(f"a {len(text)}-byte message from the service is over the limit")
-    try:
-        obj = json.loads(text, parse_constant=refuse_constant)
-    except (ValueError, RecursionError) as exc:
-        raise DecodeError(f"the service sent something that is not JSON: {exc}") from None
-    if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
+    obj = json_object(text, what="a message from the service", limit=MAX_MESSAGE)
+    if not isinstance(obj.get("type"), str):
         raise DecodeError("the service sent a message without a 'type'")
     return obj
 
 
-def refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON (RFC 8259 section 6)")
-
-
-__all__ = ["MAX_MESSAGE", "derived_punch_token", "offer_from_json", "is_hex", "server_message",
-           "refuse_constant"]
+__all__ = ["MAX_MESSAGE", "Offer", "derived_punch_token", "offer_from_json", "is_hex",
+           "server_message"]

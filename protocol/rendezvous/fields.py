@@ -7,7 +7,6 @@ names the field; the limits live here, where they are enforced.
 from __future__ import annotations
 
 import ipaddress
-import json
 import math
 import re
 from typing import Any
@@ -40,33 +39,6 @@ def validate_worker_id(worker_id: object) -> str:
             f"got {preview(worker_id)}"
         )
     return worker_id
-
-
-def frame_text(frame: str | bytes) -> str:
-    size = len(frame) if isinstance(frame, bytes) else len(frame.encode("utf-8", "surrogatepass"))
-    if size > MAX_TEXT_FRAME_BYTES:
-        raise FrameTooLarge(f"frame of {size} bytes is over the {MAX_TEXT_FRAME_BYTES}-byte limit")
-    if isinstance(frame, str):
-        return frame
-    try:
-        return frame.decode("utf-8")
-    except UnicodeDecodeError as bad_bytes:
-        raise DecodeError(f"frame is not UTF-8 text: {bad_bytes.reason}") from None
-
-
-def json_object(text: str) -> dict[str, Any]:
-    try:
-        obj = json.loads(text, parse_constant=_refuse_constant)
-    except (ValueError, RecursionError) as bad_json:  # JSONDecodeError is a ValueError
-        raise DecodeError(f"frame is not valid JSON: {bad_json}") from None
-    if not isinstance(obj, dict):
-        raise DecodeError(f"frame must be a JSON object, got {type(obj).__name__}")
-    return obj
-
-
-def _refuse_constant(name: str) -> None:
-    # NaN and Infinity are not JSON (RFC 8259 section 6); echoing them would emit invalid JSON.
-    raise ValueError(f"{name} is not a JSON number")
 
 
 def required_field(obj: dict[str, Any], name: str) -> Any:
@@ -130,6 +102,6 @@ def preview(value: object) -> str:
 __all__ = [
     "MAX_TEXT_FRAME_BYTES", "MAX_ECHO_PAYLOAD_BYTES", "MAX_JSON_DEPTH", "MAX_WORKER_ID_CHARS",
     "WORKER_ID_PATTERN", "FINGERPRINT_PATTERN", "MIN_PORT", "MAX_PORT", "validate_worker_id",
-    "frame_text", "json_object", "required_field", "ip_field", "port_field", "fingerprint_field",
+    "required_field", "ip_field", "port_field", "fingerprint_field",
     "echo_payload", "preview",
 ]

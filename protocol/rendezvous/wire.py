@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeAlias
 
 from messages.errors import DecodeError, UnknownMessage
+from protocol.json_text import json_object
 from protocol.rendezvous.fields import (
     FINGERPRINT_PATTERN,
     MAX_ECHO_PAYLOAD_BYTES,
@@ -28,9 +29,7 @@ from protocol.rendezvous.fields import (
     WORKER_ID_PATTERN,
     echo_payload,
     fingerprint_field,
-    frame_text,
     ip_field,
-    json_object,
     port_field,
     preview,
     required_field,
@@ -120,7 +119,7 @@ CLIENT_MESSAGES: dict[str, Any] = {
 
 def parse_client_message(text: str | bytes) -> ClientMessage:
     """Decode one frame from a worker into its message, or raise ``DecodeError``."""
-    obj = json_object(frame_text(text))
+    obj = json_object(text, what="frame", limit=MAX_TEXT_FRAME_BYTES)
     kind = obj.get("type")
     if not isinstance(kind, str):
         raise DecodeError("field 'type' is missing or not a string")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from messages.errors import DecodeError, FrameTooLarge, UnknownMessage
+from protocol.json_text import json_object
 from protocol.udp.layouts import WORKER_ID
 
 MAX_LEGACY_SIZE = 8192  # the original sent one JSON chat per datagram; bounds json.loads work
@@ -47,21 +48,13 @@ LegacyDatagram = LegacyChat | LegacyPing | LegacyPunch
 _LEGACY_PING_TYPES = {"p2p_ping_request": False, "p2p_ping_response": True}
 
 
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
 def legacy_json_object(data: bytes) -> dict[str, Any] | None:
     """The JSON object of an original-system datagram with a string "type", else None."""
-    if len(data) > MAX_LEGACY_SIZE:
-        return None
     try:
-        message = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
-    except (ValueError, RecursionError):  # RecursionError: hostile nesting depth
+        message = json_object(data, what="legacy datagram", limit=MAX_LEGACY_SIZE)
+    except DecodeError:
         return None
-    if isinstance(message, dict) and isinstance(message.get("type"), str):
-        return message
-    return None
+    return message if isinstance(message.get("type"), str) else None
 
 
 def _optional(message: dict[str, Any], key: str, valid: Callable[[Any], bool]) -> Any:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import stun
 
-from actors.rendezvous.stun_udp import StunResponder, serve_stun
+from actors.rendezvous.stun import StunResponder, serve_stun
 from actors.worker.stun_socket import INBOX_SIZE, ForwardingSocket, detect_nat_type
 from messages.errors import UsageError
 from protocol.stun import (

@@ -1,7 +1,7 @@
 """The rendezvous_client actor in a real tree, against a WebSocket server speaking the original
 JSON protocol on loopback: the registration sequence and its token, offers delivered to udp and
 quic, re-registration after the server restarts, explicit_deregister on a graceful stop. Then
-the pure parts: backoff, derived tokens, and hostile offers (a PeerOffer or DecodeError)."""
+the pure parts: backoff, derived tokens, and hostile offers (an Offer or DecodeError)."""
 
 from __future__ import annotations
 
@@ -23,15 +23,15 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from actors.client import Client
-from actors.worker.rendezvous_client import (
-    BACKOFF_CAP,
+from actors.worker.rendezvous_client import BACKOFF_CAP, reconnect_delay
+from messages.errors import DecodeError
+from messages.worker import StatusRequest, StunResult
+from protocol.rendezvous.client_wire import (
+    Offer,
     derived_punch_token,
     offer_from_json,
-    reconnect_delay,
     server_message,
 )
-from messages.errors import DecodeError
-from messages.worker import PeerOffer, StatusRequest, StunResult
 from tests.support.ctl_tree import start
 from tests.support.processes import stop_tree, wait_until, within
 
@@ -252,9 +252,9 @@ OFFER_FIELDS = ("peer_worker_id", "peer_udp_ip", "peer_udp_port", "quic_role",
 
 
 @given(st.dictionaries(st.sampled_from(OFFER_FIELDS), JSON | st.just("127.0.0.1")))
-def test_an_offer_is_a_peer_offer_or_a_decode_error(obj: dict[str, Any]) -> None:
+def test_an_offer_is_an_offer_or_a_decode_error(obj: dict[str, Any]) -> None:
     try:
-        assert isinstance(offer_from_json(obj, "alice"), PeerOffer)
+        assert isinstance(offer_from_json(obj, "alice"), Offer)
     except DecodeError:
         pass
 

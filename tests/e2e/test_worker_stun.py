@@ -17,7 +17,7 @@ import pytest
 import stun
 
 from actors.client import Client
-from actors.rendezvous.stun_udp import serve_stun
+from actors.rendezvous.stun import serve_stun
 from actors.worker.stun import ONE_ADDRESS
 from messages.worker import RedoStun, StatusRequest
 
