@@ -4,9 +4,10 @@ Messages are handled in the mailbox's reader callback, with no task switch, for 
 handlers return plain values. The callback stops and leaves the rest of its batch for later when
 
 - a handler returns an awaitable: a task awaits it, then goes on with the batch;
-- more than ``HIGH_WATER`` bytes of what it told others wait for full mailboxes: the batch waits
-  for them to drain (backpressure), for at most ``PATIENCE`` seconds, since two actors telling
-  each other would otherwise each wait for the other for ever;
+- what a handler told others cannot all leave yet (a full mailbox): the batch waits until it has
+  (backpressure), so a death does not lose a handled message's consequences — for at most
+  ``PATIENCE`` seconds, since two actors telling each other, both mailboxes full, would otherwise
+  each wait for the other for ever;
 - it has run for ``SLICE`` seconds: the loop's other work (sockets, timers, the heartbeat) runs,
   then the batch goes on.
 
@@ -24,15 +25,14 @@ from collections.abc import Coroutine, Iterator
 from typing import Any
 
 from actors.control import BEAT
-from actors.mailbox import HIGH_WATER
 from actors.runner import Runner, settle
 from actors.transport import AsyncTransport
 from messages.codec import Envelope
 from messages.runtime import Fault
 
 SLICE = 0.02  # seconds of handling before the loop gets a turn
-# Seconds an actor holding more than HIGH_WATER bytes for full mailboxes waits for them to drain
-# before it reads on regardless (its memory is still capped, by MAX_PENDING).
+# Seconds an actor whose tells wait for full mailboxes waits for them to leave before it takes
+# its next message regardless (its memory is still capped, by MAX_PENDING).
 PATIENCE = 1.0
 
 log = logging.getLogger("actors.child")
@@ -130,7 +130,6 @@ class AsyncRunner(Runner):
                 self.answered(env, result)
             except Exception as exc:  # the actor's own errors: see Runner.failed
                 self.failed(env, exc)
-            self.transport.flush()
             if self.held_back():
                 self.pause(self.go_on(steps))
                 return
@@ -139,8 +138,10 @@ class AsyncRunner(Runner):
                 return
 
     def held_back(self) -> bool:
+        """Send what the message in hand told; whether some of it must wait for room."""
         assert isinstance(self.transport, AsyncTransport)
-        return self.transport.held_bytes > HIGH_WATER
+        self.transport.flush()
+        return self.transport.held_back
 
     def pause(self, rest: Coroutine[Any, Any, None]) -> None:
         self.reading(False)
@@ -151,6 +152,7 @@ class AsyncRunner(Runner):
             self.answered(env, await pending)
         except Exception as exc:
             self.failed(env, exc)
+        self.held_back()
         await self.go_on(steps)
 
     async def go_on(self, steps: Steps, later: bool = False) -> None:
@@ -176,13 +178,14 @@ class AsyncRunner(Runner):
                 self.answered(env, await settle(self.actor.on_receive(env.msg)))
             except Exception as exc:  # the actor's own errors: see Runner.failed
                 self.failed(env, exc)
-            self.transport.flush()
+            self.held_back()
             await self.relieved()
 
     async def relieved(self) -> None:
-        """Backpressure: while too much is held back for full mailboxes, read nothing more."""
+        """Backpressure: while what was told waits for full mailboxes, take nothing more (for
+        at most ``PATIENCE``)."""
         assert isinstance(self.transport, AsyncTransport)
-        if self.transport.held_bytes > HIGH_WATER:
+        if self.transport.held_back:
             await self.transport.relieved(PATIENCE)
 
 

@@ -15,8 +15,8 @@ a receiver skips an ask whose asker has already given up.
 
 Memory is bounded: a sender keeps at most ``MAX_PENDING`` bytes for one target whose queue is full
 (``MailboxFull`` beyond it), and a blocking sender blocks above ``HIGH_WATER``. An actor handling
-its mailbox sends what each message told before the next one, and above ``HIGH_WATER`` held back
-it pauses reading its mailbox until its outputs drain (for a bounded time: see ``relieved``).
+its mailbox sends what each message told before it takes the next one, waiting for a full mailbox
+to take it (for a bounded time: see ``relieved``).
 """
 
 from __future__ import annotations
@@ -152,16 +152,16 @@ class AsyncTransport(Transport):
                 self._flush_one(out)
 
     @property
-    def held_bytes(self) -> int:
-        """What this process keeps for mailboxes that could not take it yet."""
-        return sum(out.pending_bytes for out in self.stuck)
+    def held_back(self) -> bool:
+        """Whether this process keeps messages for mailboxes that could not take them yet."""
+        return bool(self.stuck)
 
     async def relieved(self, patience: float) -> None:
-        """Wait until at most ``HIGH_WATER`` bytes are held back, or ``patience`` seconds: an
-        actor that waits for its outputs to drain before reading more input must not wait
-        forever, or two actors telling each other would each wait for the other."""
+        """Wait until nothing is held back, or ``patience`` seconds: an actor that waits for
+        its outputs to leave before it reads more input must not wait for ever, or two actors
+        telling each other, both mailboxes full, would each wait for the other."""
         deadline = self.loop.time() + patience
-        while self.held_bytes > HIGH_WATER and (left := deadline - self.loop.time()) > 0:
+        while self.stuck and (left := deadline - self.loop.time()) > 0:
             self.drain_waiters.append(future := self.loop.create_future())
             try:
                 await asyncio.wait_for(future, left)
@@ -197,7 +197,7 @@ class AsyncTransport(Transport):
 
     def _unstuck(self, out: Outlet) -> None:
         self.stuck.discard(out)
-        if self.drain_waiters and self.held_bytes <= HIGH_WATER:
+        if self.drain_waiters and not self.stuck:
             waiters, self.drain_waiters = self.drain_waiters, []
             for future in waiters:
                 if not future.done():
