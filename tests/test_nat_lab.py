@@ -39,13 +39,14 @@ BUG_1 = ("bug 1: both sides punch at once; the first punch to reach a port-prese
          "another port and the peer's NAT drops it (actors/worker/udp_path.py, "
          "protocol/holepunch.py)")
 BUG_2 = ("bug 2: after a failed punch nothing retries: no new offer, no new punch "
-         "(actors/worker/udp_path_shell.py, actors/worker/rendezvous_client.py)")
+         "(actors/worker/udp_path.py PeerPath.events, actors/worker/rendezvous_client.py); "
+         "a fix of bug 1 alone also flips this test")
 BUG_3 = ("bug 3: pystun3's RFC 3489 test order (change-IP reply before Test I to the other "
          "address) leaves an UNREPLIED conntrack entry that re-maps the next test: "
          "port-restricted MASQUERADE is reported as Symmetric NAT (actors/worker/stun_socket.py)")
 BUG_6 = ("bug 6: the embedded STUN responder on a wildcard address answers from the address of "
          "the outgoing link, not the one asked, so a NAT drops the answer "
-         "(actors/rendezvous/stun.py)")
+         "(actors/rendezvous/stun_udp.py StunResponder, socket bound in tree.py)")
 
 
 @dataclass
@@ -127,7 +128,7 @@ def tunnel_up_or_punch_failed(e: observe.Event) -> bool:
 
 def params(cases: list[Case], bug: str = "") -> list[object]:
     return [pytest.param(c.name, id=c.name, marks=[pytest.mark.xfail(strict=True, reason=r)
-                                                 for r in [c.xfail or bug] if r])
+                                                 for r in [bug or c.xfail] if r])
             for c in cases]
 
 
