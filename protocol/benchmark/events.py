@@ -16,7 +16,8 @@ class SendProgress:
     send_rate: float  # bytes/s put on the wire since the start
     target_rate: float  # bytes/s the pacer aims at now
     receiver_bytes: int  # as of the receiver's last report
-    loss: float  # in the interval between the receiver's last two reports
+    receiver_goodput: float | None  # bytes/s between the receiver's last two reports
+    loss: float  # in the same interval
     eta: float | None  # seconds to the end at the current rate, when the size is known
 
 

@@ -5,8 +5,9 @@ the path rather than how much a receive buffer can swallow in one burst:
 
 - an interval with more than ``LOSS_THRESHOLD`` loss: ``rate = min(rate, goodput) * 0.8``
   (multiplicative decrease, to just under what actually arrived);
-- a clean interval: ``rate = max(rate, goodput * 1.25)`` (probe 25 % above what arrived),
-  capped at ``max_rate``.
+- a clean interval: ``rate = goodput * 1.25`` (probe 25 % above what arrived), capped at
+  ``max_rate``; a rate the sender cannot reach, or that only fills the receive buffer, does
+  not ratchet up: it follows what arrived.
 
 The pacer is a token bucket whose depth is ``BURST`` seconds of sending: a shell woken late
 catches up at most that much at once instead of flooding the path.
@@ -62,4 +63,4 @@ class Pacer:
         if loss > LOSS_THRESHOLD:
             self.rate = max(MIN_RATE, min(self.rate, goodput) * 0.8)
         else:
-            self.rate = min(self.max_rate, max(self.rate, goodput * 1.25))
+            self.rate = min(self.max_rate, max(MIN_RATE, goodput * 1.25))

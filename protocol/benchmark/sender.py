@@ -214,7 +214,8 @@ class BenchmarkSender:
         eta = (total - self.bytes_sent) / rate if total is not None and rate > 0 else None
         report = self._last_report
         event = SendProgress(self.session_id, self.bytes_sent, total, rate, self.pacer.rate,
-                             report.bytes_received if report else 0, self.pacer.last_loss, eta)
+                             report.bytes_received if report else 0, self.pacer.last_goodput,
+                             self.pacer.last_loss, eta)
         if self._events and isinstance(self._events[-1], SendProgress):
             self._events[-1] = event  # a shell that drains slowly sees the latest, not a backlog
         else:
