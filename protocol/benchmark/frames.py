@@ -3,7 +3,7 @@
 Every frame begins ``magic:u8 version:u8 type:u8 session_id:u32``, then the fields of its row in
 ``LAYOUTS``, big-endian, in row order. ``BENCH_MAGIC`` (0x0E) sits in 4..15, the range RFC 7983
 section 7 / RFC 9443 section 3 leave to neither STUN (0..3) nor QUIC (64..255), beside the
-worker's own frames (0x0B, ``protocol.frame_layouts.FRAME_MAGIC``) but not on them, so the UDP
+worker's own frames (0x0B, ``protocol.udp.layouts.FRAME_MAGIC``) but not on them, so the UDP
 shell hands a benchmark datagram to the benchmark by its first byte without decoding it. 0x0E is
 no whitespace for JSON nor for ``str.strip`` (0x0B and 0x0C are), so no datagram of the original
 system can begin with it.
@@ -24,7 +24,7 @@ import struct
 from dataclasses import dataclass, fields
 
 from messages.errors import DecodeError, FrameTooLarge, UnknownMessage, UsageError
-from protocol.frame_layouts import END_MARKER
+from protocol.udp.layouts import END_MARKER
 
 BENCH_MAGIC = 0x0E
 BENCH_VERSION = 1

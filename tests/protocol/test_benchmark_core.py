@@ -27,8 +27,8 @@ from protocol.benchmark.receiver import BenchmarkReceiver
 from protocol.benchmark.sender import BenchmarkSender, SendState
 from protocol.benchmark.stream import StreamCheck, stream_header
 from protocol.benchmark.window import HASH_BUFFER, REORDER_WINDOW, ReceiveWindow
-from protocol.demux import DatagramKind, classify
-from protocol.frame_layouts import FRAME_MAGIC
+from protocol.udp.demux import DatagramKind, classify
+from protocol.udp.layouts import FRAME_MAGIC
 
 PEER = ("192.0.2.1", 4000)
 OTHER_PEER = ("198.51.100.7", 5000)
