@@ -15,8 +15,8 @@ a receiver skips an ask whose asker has already given up.
 
 Memory is bounded: a sender keeps at most ``MAX_PENDING`` bytes for one target whose queue is full
 (``MailboxFull`` beyond it), and a blocking sender blocks above ``HIGH_WATER``. An actor handling
-its mailbox sends what each message told before it takes the next one, waiting for a full mailbox
-to take it (for a bounded time: see ``relieved``).
+its mailbox sends what each message told before it takes the next one; what a full mailbox cannot
+take yet waits here, and leaves as soon as there is room.
 """
 
 from __future__ import annotations
@@ -107,7 +107,6 @@ class AsyncTransport(Transport):
         self.dirty: set[Outlet] = set()
         self.flush_scheduled = False
         self.stuck: set[Outlet] = set()  # outlets holding messages that could not leave yet
-        self.drain_waiters: list[asyncio.Future[None]] = []
         loop.add_reader(self.replies.fileno(), self._read_replies)
 
     def tell(self, path: str, msg: Any) -> None:
@@ -151,23 +150,6 @@ class AsyncTransport(Transport):
             if out not in self.stuck:
                 self._flush_one(out)
 
-    @property
-    def held_back(self) -> bool:
-        """Whether this process keeps messages for mailboxes that could not take them yet."""
-        return bool(self.stuck)
-
-    async def relieved(self, patience: float) -> None:
-        """Wait until nothing is held back, or ``patience`` seconds: an actor that waits for
-        its outputs to leave before it reads more input must not wait for ever, or two actors
-        telling each other, both mailboxes full, would each wait for the other."""
-        deadline = self.loop.time() + patience
-        while self.stuck and (left := deadline - self.loop.time()) > 0:
-            self.drain_waiters.append(future := self.loop.create_future())
-            try:
-                await asyncio.wait_for(future, left)
-            except TimeoutError:
-                return
-
     def _flush_one(self, out: Outlet) -> None:
         try:
             if out.flush():
@@ -197,11 +179,6 @@ class AsyncTransport(Transport):
 
     def _unstuck(self, out: Outlet) -> None:
         self.stuck.discard(out)
-        if self.drain_waiters and not self.stuck:
-            waiters, self.drain_waiters = self.drain_waiters, []
-            for future in waiters:
-                if not future.done():
-                    future.set_result(None)
 
     def _read_replies(self) -> None:
         while True:
