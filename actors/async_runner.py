@@ -159,6 +159,9 @@ class AsyncRunner(Runner):
 
     async def handle(self, data: bytes, start: int, attempts: int) -> None:
         """A batch left by a predecessor, before the mailbox is read."""
+        # A dead letter's report leaves now: under uvloop, I/O callbacks run before call_soon
+        # ones, so the next message (perhaps another poison) could crash us first.
+        self.transport.flush()
         for index, env in self.batch(data, start, attempts):
             try:
                 if isinstance(env.msg, Fault):

@@ -100,10 +100,38 @@ class ChildOwner(pykka.ThreadingActor):
         self.death_writer: mpc.Connection | None = None
 
     def on_receive(self, message: Any) -> Any:
+        """Every job ends with a message to the supervisor, whatever happens: a job that died
+        silently would leave the supervisor waiting on it for ever."""
         if isinstance(message, Launch):
-            self.supervisor.tell(Launched(self.name, *self.launch()))
+            try:
+                outcome = self.launch()
+            except Exception as exc:  # e.g. the fork server died under process.start()
+                log.exception("could not start the child", extra={"path": self.path})
+                self._forget()
+                outcome = (False, 0, f"could not start: {type(exc).__name__}: {exc}")
+            self.supervisor.tell(Launched(self.name, *outcome))
         elif isinstance(message, Terminate):
-            self.supervisor.tell(Terminated(self.name, self.terminate()))
+            try:
+                reason = self.terminate()
+            except Exception as exc:
+                log.exception("could not stop the child", extra={"path": self.path})
+                self._forget()
+                reason = f"stop failed: {type(exc).__name__}: {exc}"
+            self.supervisor.tell(Terminated(self.name, reason))
+
+    def _forget(self) -> None:
+        """After a failure mid-job: kill what may run, close what is open, start afresh."""
+        self.watchdog.unwatch(self.name)
+        process, self.process = self.process, None
+        if process is not None and process.pid:
+            try:
+                os.kill(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for conn in (self.status, self.death_writer):
+            if conn is not None:
+                conn.close()
+        self.status = self.death_writer = None
 
     def on_stop(self) -> None:
         self.control.close()

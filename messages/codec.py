@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+import os
 import types
 import typing
 from collections.abc import Callable, Iterable
@@ -141,15 +142,19 @@ def stamp_bytes(stamp: int) -> bytes:
     return stamp.to_bytes(STAMP_BYTES, "big")
 
 
-def pack_batch(envelopes: Iterable[list[Any]], stamp: int = 0) -> bytes:
-    """A whole mailbox datagram (stamp and batch), as tools and tests send one."""
+def pack_batch(envelopes: Iterable[list[Any]], stamp: int | None = None) -> bytes:
+    """A whole mailbox datagram (stamp and batch), as tools and tests send one; a random stamp
+    unless one is given."""
+    if stamp is None:
+        stamp = int.from_bytes(os.urandom(STAMP_BYTES), "big")
     data = stamp_bytes(stamp) + msgpack.packb(list(envelopes), use_bin_type=True)
     if len(data) > MAX_FRAME_BYTES:
         raise UsageError(f"batch of {len(data)} bytes exceeds MAX_FRAME_BYTES={MAX_FRAME_BYTES}")
     return data
 
 
-def encode(msg: Any, corr: int = 0, reply_to: str | None = None, stamp: int = 0) -> bytes:
+def encode(msg: Any, corr: int = 0, reply_to: str | None = None,
+           stamp: int | None = None) -> bytes:
     """One message as a datagram with a batch of one."""
     return pack_batch([encode_envelope(msg, corr, reply_to)], stamp)
 

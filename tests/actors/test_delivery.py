@@ -154,16 +154,21 @@ def test_a_heartbeat_read_while_it_is_written_is_never_torn(tmp_path: Path) -> N
     actor silent since its start, and gets a healthy actor killed as hung."""
     file = str(tmp_path / "a.ctl")
     block = ControlBlock(file, create=True)
-    block.beat(time.monotonic())
+    first = time.monotonic()
+    block.beat(first)
     writer = multiprocessing.get_context("spawn").Process(target=_beat_hard, args=(file, 1.5))
     writer.start()
-    reads = stale = 0
+    reads = torn = 0
+    last = first
     while writer.is_alive():
-        if time.monotonic() - block.last_beat > 1.0:
-            stale += 1
+        beat = block.last_beat
+        if beat < last:  # a beat never goes back in time; a torn or zeroed read does
+            torn += 1
+        last = max(last, beat)
         reads += 1
     writer.join()
-    assert reads > 10_000 and stale == 0
+    assert last > first, "the writer never beat"
+    assert reads > 10_000 and torn == 0
 
 
 def test_what_a_sender_holds_for_a_mailbox_that_never_drains_is_bounded(tmp_path: Path) -> None:
