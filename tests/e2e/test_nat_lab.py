@@ -41,10 +41,6 @@ BLOCK = ["FORWARD", "-p", "udp", "-d", "198.51.100.2", "-j", "DROP"]
 BUG_3 = ("bug 3: pystun3's RFC 3489 test order (change-IP reply before Test I to the other "
          "address) leaves an UNREPLIED conntrack entry that re-maps the next test: "
          "port-restricted MASQUERADE is reported as Symmetric NAT (actors/worker/stun_socket.py)")
-BUG_6 = ("bug 6: the embedded STUN responder on a wildcard address answers from the address of "
-         "the outgoing link, not the one asked, so a NAT drops the answer "
-         "(actors/rendezvous/stun_udp.py StunResponder, socket bound in tree.py)")
-
 
 @dataclass
 class Case:
@@ -221,7 +217,6 @@ def test_stun_works_when_the_rendezvous_binds_one_address(labs: dict[str, Case])
                                  "stun_update")
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_6)
 def test_stun_works_when_the_rendezvous_binds_the_wildcard(labs: dict[str, Case]) -> None:
     case = running(labs, "pr-pr-wildcard-rdv")
     case.recorders["alice"].wait(lambda e: e.get("type") == "stun_update", within(30),
