@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import socket
+import struct
 from typing import Any
 
 from actors.actor import Actor
@@ -57,10 +59,27 @@ from protocol.udp import (
     encode_legacy_chat,
     encode_legacy_ping,
 )
+from protocol.udp.holepunch import OpeningPunch
 from protocol.udp.path import PingResult
 from protocol.udp.peer_path import PathChanged, PeerPath, PeerPathState
 
 log = logging.getLogger(__name__)
+
+# An opening punch must leave our NAT and die before the peer's: our host's router decrements
+# it to 1, the next router (our ISP's, or the lab's internet) to 0. See protocol/udp/holepunch.
+OPENING_TTL = 2
+
+
+def send_with_ttl(sock: socket.socket, data: bytes, addr: Address, ttl: int) -> None:
+    """One datagram with its own TTL (a cmsg, so nothing else on the socket is affected)."""
+    if sock.family == socket.AF_INET6:
+        level, option = socket.IPPROTO_IPV6, socket.IPV6_HOPLIMIT
+    else:
+        level, option = socket.IPPROTO_IP, socket.IP_TTL
+    try:
+        sock.sendmsg([data], [(level, option, struct.pack("i", ttl))], 0, addr)
+    except OSError as exc:  # a full buffer or an unreachable net: punching carries on
+        log.info("opening punch to %s not sent: %s", addr, exc)
 
 
 class UdpProtocol(asyncio.DatagramProtocol):
@@ -91,11 +110,13 @@ class UdpActor(Actor):
         self.offer: PeerOffer | None = None
         self.path = PeerPath(self.worker_id, punch_interval=settings.punch_interval,
                              punch_deadline=settings.punch_deadline,
-                             ping_timeout=settings.ping_timeout)
+                             ping_timeout=settings.ping_timeout,
+                             opening=settings.punch_opening,
+                             retry_after=settings.punch_retry_after)
         self.driver = CoreDriver(self.path, self.send, self.on_path_event)
         self.file = state_file(self.ctx.rundir, self.ctx.path, "path")
         resumed = self.resume(load_state(self.file))
-        sock = self.ctx.sockets["udp"]
+        sock = self.sock = self.ctx.sockets["udp"]
         self.local = sock.getsockname()[:2]
         self.transport, _ = await self.loop.create_datagram_endpoint(
             lambda: UdpProtocol(self), sock=sock)
@@ -255,7 +276,10 @@ class UdpActor(Actor):
 
     def send(self, datagrams: list[tuple[bytes, Address]]) -> None:
         for data, addr in datagrams:
-            self.transport.sendto(data, addr)
+            if isinstance(data, OpeningPunch):
+                send_with_ttl(self.sock, data, addr, OPENING_TTL)
+            else:
+                self.transport.sendto(data, addr)
 
     def on_path_event(self, event: Any) -> None:
         if isinstance(event, PathChanged):
