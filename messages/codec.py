@@ -83,6 +83,9 @@ def _checker(hint: Any) -> Callable[[Any, int], bool]:
         return _plain
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
+    if origin is typing.Literal:  # one of the listed values, of their own types
+        allowed = frozenset((type(a), a) for a in args)
+        return lambda v, d: (type(v), v) in allowed
     if origin in (typing.Union, types.UnionType):
         subs = tuple(_checker(a) for a in args)
         return lambda v, d: any(c(v, d) for c in subs)
