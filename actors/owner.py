@@ -15,6 +15,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.context import BaseContext
 from typing import Any
@@ -80,6 +81,7 @@ class Incarnation:
     ready_at: float
     running: bool = True
     hang: str = ""
+    mark: tuple[float, float] | None = None  # (when, run_delay then): the silence being judged
 
 
 class ChildOwner(pykka.ThreadingActor):
@@ -232,6 +234,7 @@ class Watchdog:
     """Watches the running children; tells the supervisor of each exit, and ticks."""
 
     supervisor: Any  # the Supervisor's pykka ActorRef
+    run_delay: Callable[[int], float] = field(default=lambda pid: run_delay(pid))
     children: dict[str, Incarnation] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     stopped: threading.Event = field(default_factory=threading.Event)
@@ -270,12 +273,43 @@ class Watchdog:
         self.supervisor.tell(Exited(name, inc.number, inc.hang))
 
     def _check_hangs(self, watched: dict[str, Incarnation], now: float) -> None:
+        """A child silent for longer than its liveness is hung, unless it spent most of the
+        last stretch of its silence waiting for a CPU: on an overloaded machine a healthy actor
+        can go seconds without running, and that is starvation, not a hang. The kernel tells
+        the two apart (``run_delay`` in /proc/PID/schedstat grows only while runnable)."""
         for inc in watched.values():
             if not inc.liveness or inc.hang:
                 continue
             silent = now - max(inc.control.last_beat, inc.ready_at)
-            if silent > inc.liveness:
-                inc.hang = f"hung: no heartbeat for {silent:.1f} s (liveness {inc.liveness:g} s)"
-                log.error("child hung, killing", extra={"pid": inc.process.pid,
-                                                         "silent": round(silent, 2)})
-                inc.process.kill()
+            if silent <= inc.liveness / 2:
+                inc.mark = None
+                continue
+            waited = self.run_delay(inc.process.pid)
+            if inc.mark is None:
+                inc.mark = (now, waited)
+            if silent <= inc.liveness or now - inc.mark[0] < inc.liveness / 2:
+                continue
+            since, waited_then = inc.mark
+            if waited - waited_then > (now - since) / 2:
+                inc.mark = (now, waited)  # starved: judge the next stretch afresh
+                log.warning("child silent while starved of CPU; not counted as hung",
+                            extra={"pid": inc.process.pid, "silent": round(silent, 2),
+                                   "waited_for_cpu": round(waited - waited_then, 2)})
+                continue
+            inc.hang = f"hung: no heartbeat for {silent:.1f} s (liveness {inc.liveness:g} s)"
+            log.error("child hung, killing", extra={"pid": inc.process.pid,
+                                                     "silent": round(silent, 2)})
+            inc.process.kill()
+
+
+def run_delay(pid: int) -> float:
+    """Seconds the threads of ``pid`` have spent runnable but waiting for a CPU (0 where the
+    kernel does not say, which leaves wall-clock silence as the only measure)."""
+    total = 0
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        pass
+    return total / 1e9
