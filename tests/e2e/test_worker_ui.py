@@ -354,3 +354,21 @@ def test_a_slow_client_is_dropped_and_the_others_get_everything(ui: UiTree) -> N
             assert ui.client.ask("worker/ui", StatusRequest())["clients"] == 1
     finally:
         slow.close()
+
+
+def test_history_is_bounded_saved_and_never_moves_back(tmp_path: Path) -> None:
+    from actors.worker.ui import CHAT_HISTORY, TREE_HISTORY, History
+
+    history = History(str(tmp_path / "ui.state"))
+    for n in range(CHAT_HISTORY + 5):
+        history.chat("out", "quic", f"chat {n}", "queued", ref=f"r{n}")
+    for n in range(TREE_HISTORY + 5):
+        history.tree_event({"type": "tree_event", "kind": "started", "path": f"w/{n}"})
+    last = f"r{CHAT_HISTORY + 4}"
+    assert history.chat_state({"ref": last, "state": "delivered"})["state"] == "delivered"
+    assert history.chat_state({"ref": last, "state": "sent"})["state"] == "delivered"
+    assert history.chat_state({"ref": "r0", "state": "sent"}) is None  # rolled out of the ring
+    again = History(str(tmp_path / "ui.state")).replay()  # what a restarted ui actor replays
+    assert len(again["chats"]) == CHAT_HISTORY and len(again["tree_events"]) == TREE_HISTORY
+    assert again["chats"][0]["text"] == "chat 5" and again["chats"][-1]["state"] == "delivered"
+    assert again["tree_events"][-1]["path"] == f"w/{TREE_HISTORY + 4}"
