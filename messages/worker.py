@@ -8,11 +8,14 @@ mailbox as one message. Addresses travel as ``host, port``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from messages.codec import message
 from messages.tags import Tag
 
+# The values of protocol.udp.peer_path.PeerPathState and protocol.tunnel.session.SessionState.
+PathStateName = Literal["idle", "punching", "connected", "failed", "lost", "closed"]
+SessionStateName = Literal["idle", "connecting", "up", "down"]
 
 @message(Tag.UDP_SEND)
 @dataclass(frozen=True, slots=True)
@@ -42,7 +45,7 @@ class PeerOffer:
     peer_id: str
     host: str
     port: int
-    quic_role: str  # "client" or "server"
+    quic_role: Literal["client", "server"]
     peer_fingerprint: str | None
     punch_token: str
 
@@ -61,10 +64,10 @@ class PeerGone:
 class PathStatus:
     """The punched path (udp -> quic, ui, rendezvous_client).
 
-    ``state``: punching, connected, failed, lost, closed. ``host``/``port`` are the peer's
-    address as seen on the path (a NAT may have rewritten the offered one)."""
+    ``state`` is a ``PeerPathState`` value. ``host``/``port`` are the peer's address as seen
+    on the path (a NAT may have rewritten the offered one)."""
 
-    state: str
+    state: PathStateName
     peer_id: str
     host: str
     port: int
@@ -131,8 +134,8 @@ class StatusRequest:
 @message(Tag.TUNNEL_STATUS)
 @dataclass(frozen=True, slots=True)
 class TunnelStatus:
-    """The QUIC tunnel (quic -> ui, rendezvous_client). ``state``: down, connecting, up."""
+    """The QUIC tunnel (quic -> ui, rendezvous_client); ``state`` is a ``SessionState`` value."""
 
-    state: str
+    state: SessionStateName
     peer_id: str
     reason: str

@@ -17,7 +17,7 @@ none repeated; the new incarnation reconnects (``TunnelSession.recover``).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 from actors.actor import Actor
 from actors.worker.driver import (
@@ -37,6 +37,7 @@ from messages.worker import (
     PathStatus,
     PeerGone,
     PeerOffer,
+    SessionStateName,
     StatusRequest,
     TunnelStatus,
     UdpReceived,
@@ -208,7 +209,7 @@ class QuicActor(Actor):
 
     def publish(self, state: str, reason: str) -> None:
         peer = self.offer.peer_id if self.offer else ""
-        status = TunnelStatus(state, peer, reason)
+        status = TunnelStatus(cast(SessionStateName, state), peer, reason)
         self.ctx.ref("ui").tell(status)
         self.ctx.ref("rendezvous_client").tell(status)
         self.ui({"type": "quic_status_update", "state": state, "peer_id": peer, "message": reason})
