@@ -44,7 +44,7 @@ class AsyncRunner(Runner):
 
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()
-        self.transport = AsyncTransport(self.boot.rundir, loop)
+        self.transport = self.outbox = AsyncTransport(self.boot.rundir, loop)
         self.actor = self.cls(self.context())
         self.busy: asyncio.Task[None] | None = None
         self.slice_end = 0.0
@@ -127,7 +127,8 @@ class AsyncRunner(Runner):
                 self.answered(env, result)
             except Exception as exc:  # the actor's own errors: see Runner.failed
                 self.failed(env, exc)
-            self.transport.flush()
+            if self.outbox.dirty:
+                self.outbox.flush()
             if self.now > self.slice_end:
                 self.pause(self.go_on(steps, later=True))
                 return

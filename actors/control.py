@@ -124,6 +124,15 @@ class ControlBlock:
         now, after ``attempts`` earlier incarnations died handling it."""
         self.words[_FLIGHT] = flight_word(length, index, attempts)
 
+    def step(self, length: int, index: int, attempts: int, now: float) -> None:
+        """``at`` and ``beat`` at once: the per-message path, kept short."""
+        self.words[_FLIGHT] = (length | index << _LEN_BITS
+                               | attempts << (_LEN_BITS + _INDEX_BITS) | _DEQUEUED)
+        self.beats[0] = now
+
+    def handled(self) -> None:
+        self.words[_HANDLED] += 1
+
     def release(self) -> None:
         self.words[_FLIGHT] = 0
 

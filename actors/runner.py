@@ -131,21 +131,21 @@ class Runner:
             self.control.release()
             return
         self.held = len(data)
+        control, clock = self.control, time.monotonic
         for index in range(start, len(envelopes)):
             env = envelopes[index]
             if env is None:
                 continue
             # What the previous message told others has been sent (unless its mailbox was full)
             # before the next one counts as in hand.
-            self.control.at(self.held, index, attempts if index == start else 0)
-            self.now = now = time.monotonic()
-            self.control.beat(now)
+            self.now = now = clock()
+            control.step(self.held, index, attempts if index == start else 0, now)
             if env.deadline and now > env.deadline:
-                self.control.count(expired=1)  # its asker has given up: nobody wants the answer
+                control.count(expired=1)  # its asker has given up: nobody wants the answer
                 continue
             yield index, env
-            self.control.count(handled=1)  # once, by the incarnation that got through it
-        self.control.release()
+            control.handled()  # once, by the incarnation that got through it
+        control.release()
 
     def inject(self, fault: Fault, index: int) -> None:
         """Carry out a fault. The message is marked handled first, so it is not redelivered."""
