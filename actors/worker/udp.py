@@ -87,6 +87,7 @@ class UdpActor(Actor):
         self.worker_id = settings.worker_id
         self.counts: collections.Counter[str] = collections.Counter()
         self.to_quic: dict[Address, list[bytes]] = {}
+        self.to_benchmark: list[bytes] = []
         self.chat_id = 0
         self.offer: PeerOffer | None = None
         self.path = PeerPath(self.worker_id, punch_interval=settings.punch_interval,
@@ -198,6 +199,8 @@ class UdpActor(Actor):
             self.forward_quic(data, addr)
         elif kind is DatagramKind.WORKER:
             self.on_frame(data, addr)
+        elif kind is DatagramKind.BENCHMARK:
+            self.forward_benchmark(data, addr)
         elif kind in (DatagramKind.LEGACY_JSON, DatagramKind.LEGACY_TEXT):
             self.on_legacy(data, addr)
         else:
@@ -218,6 +221,23 @@ class UdpActor(Actor):
         for (host, port), payloads in pending.items():
             for batch in batches(payloads):
                 quic.tell(UdpReceived(host, port, batch))
+
+    def forward_benchmark(self, data: bytes, addr: Address) -> None:
+        """Benchmark datagrams from the peer only, batched per loop iteration like QUIC's: a
+        forged START from elsewhere would cost the receiver a session slot."""
+        if self.offer is None or addr != self.path.peer_addr:
+            self.counts["benchmark_from_stranger"] += 1
+            return
+        if not self.to_benchmark:
+            self.loop.call_soon(self.flush_benchmark)
+        self.to_benchmark.append(data)
+
+    def flush_benchmark(self) -> None:
+        pending, self.to_benchmark = self.to_benchmark, []
+        host, port = self.path.peer_addr
+        benchmark = self.ctx.ref("benchmark")
+        for batch in batches(pending):
+            benchmark.tell(UdpReceived(host, port, batch))
 
     def on_frame(self, data: bytes, addr: Address) -> None:
         try:

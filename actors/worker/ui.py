@@ -17,6 +17,7 @@ from typing import Any
 
 from actors.actor import Actor
 from actors.web import HostedApp
+from actors.worker.benchmark import cancel_command, start_command
 from actors.worker.ui_app import WS_MAX_SIZE, UiApp, UiClient, UiHub, error
 from messages.errors import ActorError, DecodeError
 from messages.runtime import RestartChild, Subscribe, TreeEvent, TreeRequest
@@ -47,6 +48,8 @@ FORWARDED: dict[str, tuple[str, Callable[[dict[str, Any]], Any]]] = {
     "p2p_ping_command": ("udp", lambda command: PingPeer()),
     "quic_echo_command": ("quic", lambda command: EchoPeer(command["payload"])),
     "redo_stun_request": ("stun", lambda command: RedoStun()),
+    "start_benchmark_send": ("benchmark", start_command),
+    "cancel_benchmark": ("benchmark", cancel_command),
 }
 
 
@@ -110,14 +113,15 @@ class UiActor(Actor):
         kind = command["type"]
         if kind in FORWARDED:
             sibling, make = FORWARDED[kind]
-            self.ctx.ref(sibling).tell(make(command))
+            try:
+                self.ctx.ref(sibling).tell(make(command))
+            except DecodeError as exc:  # a command's fields beyond COMMAND_FIELDS
+                self.hub.send(client, error(exc.reason))
         elif kind == "ui_client_hello":
             for payload in self.link.status_events():
                 self.hub.send(client, payload)
         elif kind == "restart_worker_request":
             self.spawn(self.restart(client, command.get("path")))
-        else:  # start_benchmark_send
-            self.hub.send(client, error(f"{kind}: the benchmark is not available yet"))
 
     async def restart(self, client: UiClient, path: object) -> None:
         """Restart one subtree, or every child of the worker (this actor last: once it asks
