@@ -42,6 +42,7 @@ from protocol.tunnel.events import (
 MAX_INCOMING = 8
 MAX_OUTGOING = 8
 REFUSED = 0x1B  # the application error code of a refused or cancelled benchmark stream
+REFUSAL = StreamReply(0, 2**64 - 1, bytes(32))  # the answer to a stream beyond MAX_INCOMING
 
 
 @dataclass
@@ -149,7 +150,8 @@ class BenchStreams:
             if len(data) < len(STREAM_MAGIC) and not event.end_stream:
                 self._prefix[stream_id] = data
                 return
-            if len(self._in) >= MAX_INCOMING:
+            if len(self._in) >= MAX_INCOMING:  # say so on our half, stop the peer's
+                self._quic.send_stream_data(stream_id, stream_reply(REFUSAL), end_stream=True)
                 self._quic.stop_stream(stream_id, REFUSED)
                 return
             self._in[stream_id] = Incoming(now)
@@ -187,6 +189,10 @@ class BenchStreams:
         if event.end_stream:
             self._end(stream_id)
             reply = parse_reply(bytes(run.reply))
+            if reply == REFUSAL:
+                self._emit(BenchStreamFailed(run.session_id, "the receiver refused the stream: "
+                                             f"it already takes {MAX_INCOMING} runs"))
+                return
             self._emit(BenchStreamAnswered(run.session_id, reply.bytes_received,
                                            reply.duration_us, reply.sha256,
                                            now - run.started_at))
