@@ -91,8 +91,10 @@ def runtime_figures() -> list[str]:
                                         "--restarts", "5"]), ("rendezvous.py", [])):
         progress(f"bench/{script}")
         try:
-            out = subprocess.run([sys.executable, str(Path(__file__).parent / script), *args],
-                                 capture_output=True, text=True, timeout=600).stdout
+            done = subprocess.run([sys.executable, str(Path(__file__).parent / script), *args],
+                                  capture_output=True, text=True, timeout=600)
+            out = done.stdout + (f"\n(exit {done.returncode}) {done.stderr[-300:]}"
+                                 if done.returncode else "")
         except subprocess.TimeoutExpired:
             out = "(timed out after 600 s)"
         lines += ["", f"bench/{script} {' '.join(args)}:", *out.strip().splitlines()[-14:]]
