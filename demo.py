@@ -11,6 +11,7 @@ picked free at start; the two UI addresses are printed once everything is up.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import tempfile
@@ -22,6 +23,7 @@ from actors.worker.tree import worker_spec
 
 HOST = "127.0.0.1"
 WORKERS = ("alice", "bob")
+BENCHMARK_ENV = ("BENCHMARK_GCS_URL", "BENCHMARK_FILE")  # passed on to both workers
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ def demo(http_port: int = 0, stun_port: int = 0) -> Demo:
                 "RENDEZVOUS_SERVICE_URL": url, "STUN_HOST": HOST, "STUN_PORT": str(stun_port),
                 "UDP_HOST": HOST, "INTERNAL_UDP_PORT": "0", "UI_HOST": HOST,
                 "PORT": str(ui_port), "WORKER_ID": name, "PING_INTERVAL_SEC": "5",
+                **{k: v for k in BENCHMARK_ENV if (v := os.environ.get(k))},
             }, cert_dir=cert_dir)
         finally:
             shutil.rmtree(cert_dir, ignore_errors=True)

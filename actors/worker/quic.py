@@ -37,6 +37,9 @@ from messages.worker import (
     PathStatus,
     PeerGone,
     PeerOffer,
+    QuicBenchCancel,
+    QuicBenchStatus,
+    QuicBenchWrite,
     SessionStateName,
     StatusRequest,
     TunnelStatus,
@@ -44,13 +47,26 @@ from messages.worker import (
     UdpSend,
     UiEvent,
 )
+from protocol.benchmark.stream import STREAM_MAGIC
 from protocol.stun import Address
 from protocol.tunnel.chat import Inbox, Outbox
-from protocol.tunnel.events import AuthFailed, ChatAcked, ChatReceived, EchoReplied, TunnelState
+from protocol.tunnel.events import (
+    AuthFailed,
+    BenchStreamAnswered,
+    BenchStreamFailed,
+    BenchStreamReceived,
+    ChatAcked,
+    ChatReceived,
+    EchoReplied,
+    TunnelState,
+)
 from protocol.tunnel.session import Peer, Role, SessionChanged, TunnelSession
 from protocol.udp.peer_path import PeerPathState
 
 log = logging.getLogger(__name__)
+
+BENCH_STATUS_STEP = 256 * 1024  # a benchmark run hears of its stream's progress in these steps
+MB = 1_000_000
 
 
 class QuicActor(Actor):
@@ -64,6 +80,7 @@ class QuicActor(Actor):
         self.offer: PeerOffer | None = None
         self.path: PathStatus | None = None
         self.refs: dict[int, str] = {}  # msg_id in the current outbox -> the UI's chat ref
+        self.bench: dict[int, list[int]] = {}  # session id -> [bytes written, sent as told]
         if self.restore():
             self.driver.loop.call_soon(self.recover)
 
@@ -88,12 +105,63 @@ class QuicActor(Actor):
             self.send_chat(msg.text, msg.ref)
         elif isinstance(msg, EchoPeer):
             self.send_echo(msg.payload)
+        elif isinstance(msg, QuicBenchWrite):
+            self.bench_write(msg)
+        elif isinstance(msg, QuicBenchCancel):
+            self.bench.pop(msg.session_id, None)
+            if self.session.tunnel is not None:
+                self.session.tunnel.bench_cancel(msg.session_id)
         elif isinstance(msg, StatusRequest):
             return self.status()
         else:
             return super().on_receive(msg)
         self.driver.after_input()
         return None
+
+    # -- benchmark runs on a stream (protocol.tunnel.bench) ------------------------------------
+
+    def bench_write(self, write: QuicBenchWrite) -> None:
+        """The run's bytes onto its stream; an empty write only asks whether the run is here
+        (a restarted quic actor, or a new tunnel, has no such stream: the run ends)."""
+        tunnel, known = self.session.tunnel, self.bench.get(write.session_id)
+        try:
+            if tunnel is None:
+                raise UsageError("the QUIC tunnel is down")
+            fresh = known is None and write.data.startswith(STREAM_MAGIC)
+            if not fresh and (known is None or tunnel.bench_unsent(write.session_id) is None):
+                raise UsageError("its stream is gone (the quic actor restarted, or the tunnel "
+                                 "was replaced)")
+            if write.data or write.end:
+                tunnel.bench_write(write.session_id, write.data, write.end, clock())
+        except UsageError as exc:
+            self.bench.pop(write.session_id, None)
+            self.ctx.ref("benchmark").tell(QuicBenchStatus(write.session_id, 0, True, exc.reason))
+            return
+        run = self.bench.setdefault(write.session_id, [0, 0])
+        run[0] += len(write.data)
+
+    def bench_progress(self) -> None:
+        """After each flush: how far each run's stream is on the wire, in steps."""
+        tunnel = self.session.tunnel
+        for session_id, run in self.bench.items():
+            unsent = tunnel.bench_unsent(session_id) if tunnel is not None else None
+            sent = run[0] - (unsent if unsent is not None else run[0])
+            if sent - run[1] >= BENCH_STATUS_STEP or (sent > run[1] and unsent == 0):
+                run[1] = sent
+                self.ctx.ref("benchmark").tell(QuicBenchStatus(session_id, sent, False))
+
+    def bench_event(self, event: Any) -> None:
+        benchmark = self.ctx.ref("benchmark")
+        if isinstance(event, BenchStreamAnswered):
+            run = self.bench.pop(event.session_id, [0, 0])
+            benchmark.tell(QuicBenchStatus(event.session_id, run[0], True, "",
+                                           event.bytes_received, event.duration_us,
+                                           event.sha256))
+        elif isinstance(event, BenchStreamFailed):
+            self.bench.pop(event.session_id, None)
+            benchmark.tell(QuicBenchStatus(event.session_id, 0, True, event.reason))
+        else:
+            self.ui(received_result(event))
 
     # -- the peer, the path, the user -------------------------------------------------------
 
@@ -186,6 +254,8 @@ class QuicActor(Actor):
         for (host, port), payloads in by_addr.items():
             for batch in batches(payloads):
                 udp.tell(UdpSend(host, port, batch))
+        if self.bench:
+            self.bench_progress()
 
     def on_event(self, event: Any) -> None:
         peer = self.offer.peer_id if self.offer else ""
@@ -203,6 +273,8 @@ class QuicActor(Actor):
         elif isinstance(event, ChatAcked):
             self.chats_acked(event.msg_id)
             self.save()
+        elif isinstance(event, BenchStreamAnswered | BenchStreamFailed | BenchStreamReceived):
+            self.bench_event(event)
         elif isinstance(event, EchoReplied):
             self.ui({"type": "quic_echo_response", "payload": event.payload.decode(
                 "utf-8", "replace"), "rtt_ms": round(event.rtt * 1000, 3)})
@@ -250,6 +322,21 @@ class QuicActor(Actor):
         log.info("restored: peer %s, %d chats pending", self.offer and self.offer.peer_id,
                  len(outbox.pending))
         return self.offer is not None
+
+
+def received_result(event: BenchStreamReceived) -> dict[str, Any]:
+    """The receiver's ``benchmark_result`` of a QUIC run (the sender's comes from benchmark)."""
+    base = {"type": "benchmark_result", "role": "receiver", "mode": "quic",
+            "stream_id": event.stream_id}
+    verdict = event.verdict
+    if verdict is None:
+        return {**base, "status": "failed", "ok": False, "error": event.reason}
+    seconds = event.duration
+    return {**base, "status": "complete" if verdict.sha256_match else "corrupt",
+            "ok": verdict.sha256_match, "sha256_match": verdict.sha256_match,
+            "bytes": verdict.bytes_received, "duration_s": round(seconds, 3),
+            "goodput_mb_s": round(verdict.bytes_received / seconds / MB, 3) if seconds else None,
+            "sha256": verdict.sha256.hex()}
 
 
 def peer_of(offer: PeerOffer) -> Peer:

@@ -38,6 +38,8 @@ class WorkerSettings:
     cert_pem: bytes
     key_pem: bytes
     fingerprint: str
+    benchmark_url: str = ""  # BENCHMARK_GCS_URL: the default download of a url run
+    benchmark_file: str = ""  # BENCHMARK_FILE: the file of a file run
 
     def config(self, *, signs: bool = False) -> dict[str, Any]:
         """What a worker actor receives as ``ctx.config``; the private key only if it ``signs``
@@ -85,6 +87,31 @@ class TunnelSettings:
 
     def __repr__(self) -> str:  # never print the key
         return "TunnelSettings(...)"
+
+
+@dataclass(frozen=True)
+class BenchmarkSettings:
+    """The benchmark actor's: its payload sources and how long a silent peer is waited for."""
+
+    worker_id: str
+    benchmark_url: str = ""
+    benchmark_file: str = ""
+    answer_timeout: float = 5.0  # a UDP receiver silent this long ends the run
+    stall_timeout: float = 15.0  # a QUIC run whose stream does not move this long ends
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> BenchmarkSettings:
+        return cls(str(config["worker_id"]), str(config.get("benchmark_url", "")),
+                   str(config.get("benchmark_file", "")),
+                   **floats(config, "answer_timeout", "stall_timeout"))
+
+
+def benchmark_url(url: str) -> str:
+    """BENCHMARK_GCS_URL: any http:// or https:// URL with a host, or nothing."""
+    parts = urlsplit(url)
+    if url and (parts.scheme not in ("http", "https") or not parts.hostname):
+        raise ConfigError(f"BENCHMARK_GCS_URL={url!r} must be an http:// or https:// URL")
+    return url
 
 
 def floats(config: dict[str, Any], *names: str) -> dict[str, float]:
@@ -148,4 +175,6 @@ def from_env(env: dict[str, str] | None = None, *, cert_dir: str = ".",
         ping_timeout=seconds("PING_TIMEOUT_SEC", 25.0),
         ip_echo_url=env.get("IP_ECHO_URL", ""), token=env.get("RENDEZVOUS_TOKEN", ""),
         cert_pem=cert_pem, key_pem=key_pem, fingerprint=fingerprint(cert_pem),
+        benchmark_url=benchmark_url(env.get("BENCHMARK_GCS_URL", "")),
+        benchmark_file=env.get("BENCHMARK_FILE", ""),
     )

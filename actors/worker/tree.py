@@ -6,6 +6,8 @@
     ├── stun               the public mapping of that socket; NAT type via pystun3
     ├── quic               the authenticated QUIC tunnel over the punched path
     ├── rendezvous_client  the WebSocket to the rendezvous service
+    ├── benchmark          throughput runs to the peer (UDP through udp, QUIC through quic)
+                           and the receiver of the peer's UDP runs
     └── ui                 Starlette + uvicorn: /, /health, /api/tree, /ui_ws
 
 Siblings address each other by name (``self.ctx.ref("quic")``), so the tree works under any
@@ -32,6 +34,7 @@ def worker_spec(settings: WorkerSettings, name: str = "worker") -> SupervisorSpe
         actor("stun", "StunActor"),
         actor("quic", "QuicActor", signs=True),
         actor("rendezvous_client", "RendezvousClient"),
+        actor("benchmark", "BenchmarkActor"),
         actor("ui", "UiActor",
               sockets={"http": SocketSpec("tcp", settings.ui_host, settings.ui_port)}),
     ), preload=PRELOAD)

@@ -20,6 +20,7 @@ from typing import Any
 
 from actors.actor import Actor, Ref
 from actors.web import HostedApp
+from actors.worker.benchmark import cancel_command, start_command
 from actors.worker.driver import load_state, save_state, state_file
 from actors.worker.ui_app import WS_MAX_SIZE, UiApp, UiClient, UiHub, error
 from messages.errors import ActorError, DecodeError
@@ -55,6 +56,8 @@ FORWARDED: dict[str, tuple[str, Callable[[dict[str, Any]], Any]]] = {
     "p2p_ping_command": ("udp", lambda command: PingPeer()),
     "quic_echo_command": ("quic", lambda command: EchoPeer(command["payload"])),
     "redo_stun_request": ("stun", lambda command: RedoStun()),
+    "start_benchmark_send": ("benchmark", start_command),
+    "cancel_benchmark": ("benchmark", cancel_command),
 }
 
 
@@ -174,13 +177,14 @@ class UiActor(Actor):
             self.send_chat(client, command)
         elif kind in FORWARDED:
             sibling, make = FORWARDED[kind]
-            self.ctx.ref(sibling).tell(make(command))
+            try:
+                self.ctx.ref(sibling).tell(make(command))
+            except DecodeError as exc:  # a command's fields beyond COMMAND_FIELDS
+                self.hub.send(client, error(exc.reason))
         elif kind == "ui_client_hello":
             self.hello(client)
         elif kind == "restart_worker_request":
             self.spawn(self.restart(client, command.get("path")))
-        else:  # start_benchmark_send
-            self.hub.send(client, error(f"{kind}: the benchmark is not available yet"))
 
     def send_chat(self, client: UiClient, command: dict[str, Any]) -> None:
         """Into the history as queued (every page shows it), then to udp or quic with its ref,

@@ -45,7 +45,7 @@ ASSETS: dict[str, tuple[str, str]] = {
 COMMAND_FIELDS: dict[str, tuple[str, ...]] = {
     "ui_client_hello": (), "send_p2p_message": ("content",), "send_quic_message": ("content",),
     "p2p_ping_command": (), "quic_echo_command": ("payload",), "redo_stun_request": (),
-    "restart_worker_request": (), "start_benchmark_send": (),
+    "restart_worker_request": (), "start_benchmark_send": (), "cancel_benchmark": (),
 }
 
 

@@ -24,9 +24,9 @@ import struct
 from dataclasses import dataclass, fields
 
 from messages.errors import DecodeError, FrameTooLarge, UnknownMessage, UsageError
-from protocol.udp.layouts import END_MARKER
 
 BENCH_MAGIC = 0x0E
+END_MARKER = 0xFFFFFFFF  # the original system's end-of-benchmark sequence number
 BENCH_VERSION = 1
 MAX_DATAGRAM = 1200
 UNKNOWN_SIZE = 2**64 - 1  # START.total_size of a stream whose length is not known in advance

@@ -80,3 +80,30 @@ class StreamCheck:
             raise FrameTooLarge(f"benchmark stream of {size} bytes > {MAX_STREAM_SIZE}")
         self.size, self.announced_sha256 = size, sha256
         return data[missing:]
+
+
+# The receiver's answer on the same (bidirectional) stream, then FIN: what arrived, how long it
+# took on the receiver's clock, and the digest it computed.
+_REPLY = struct.Struct("!4sQQ32s")
+REPLY_SIZE = _REPLY.size
+
+
+@dataclass(frozen=True)
+class StreamReply:
+    bytes_received: int
+    duration_us: int
+    sha256: bytes
+
+
+def stream_reply(reply: StreamReply) -> bytes:
+    return _REPLY.pack(STREAM_MAGIC, reply.bytes_received, reply.duration_us, reply.sha256)
+
+
+def parse_reply(data: bytes) -> StreamReply:
+    """The receiver's answer; raises only DecodeError."""
+    if len(data) != REPLY_SIZE:
+        raise DecodeError(f"benchmark stream reply of {len(data)} bytes, expected {REPLY_SIZE}")
+    magic, size, duration_us, sha256 = _REPLY.unpack(data)
+    if magic != STREAM_MAGIC:
+        raise DecodeError(f"not a benchmark stream reply: magic {magic!r}")
+    return StreamReply(size, duration_us, sha256)

@@ -24,6 +24,7 @@ from messages.errors import AuthError, ConfigError, DecodeError, UsageError
 from protocol.certs import check_key_pair, fingerprint
 from protocol.tunnel import auth
 from protocol.tunnel.app import AppStreams
+from protocol.tunnel.bench import BenchStreams
 from protocol.tunnel.chat import Inbox, Outbox
 from protocol.tunnel.events import (
     AuthFailed,
@@ -76,6 +77,7 @@ class Tunnel:
         self._control: auth.ControlStream | None = None
         self._streams = StreamFrames(self._on_frame, self._on_stream_end)
         self._app: AppStreams | None = None
+        self._bench: BenchStreams | None = None
         self._events: deque[TunnelEvent] = deque()
 
     @property
@@ -137,6 +139,25 @@ class Tunnel:
             raise UsageError(f"echo needs an up tunnel; this one is {self._state.value}")
         return self._app.send_echo(payload)
 
+    def bench_write(self, session_id: int, data: bytes, end: bool, now: float) -> None:
+        """The next bytes of a benchmark run's stream (``protocol.tunnel.bench``)."""
+        if self._bench is None or self._state is not TunnelState.UP:
+            raise UsageError(f"a benchmark needs an up tunnel; this one is {self._state.value}")
+        self._bench.write(session_id, data, end, now)
+
+    def bench_unsent(self, session_id: int) -> int | None:
+        return None if self._bench is None else self._bench.unsent(session_id)
+
+    def bench_cancel(self, session_id: int) -> None:
+        if self._bench is not None:
+            self._bench.cancel(session_id)
+
+    def abandon(self, reason: str) -> None:
+        """The owner drops this connection for a new one: its benchmark runs end now."""
+        if self._bench is not None:
+            self._bench.abort(f"the QUIC tunnel was replaced: {reason}")
+            self._bench = None
+
     def close(self, reason: str = "closed by the user") -> None:
         """Graceful close: CONNECTION_CLOSE to the peer, ``TunnelDown`` after the closing period."""
         if self._state is TunnelState.NEW:
@@ -184,7 +205,10 @@ class Tunnel:
 
     def _on_stream_event(self, event: quic_events.QuicEvent, now: float) -> None:
         try:
-            self._streams.on_event(event, now)
+            if self._bench is not None and self._bench.claims(event):
+                self._bench.on_event(event, now)
+            else:
+                self._streams.on_event(event, now)
         except AuthError as exc:
             self._fail_auth(exc.reason)
         except DecodeError as exc:
@@ -224,6 +248,7 @@ class Tunnel:
     def _go_up(self, now: float) -> None:
         self._move_to(TunnelState.UP)
         self._app = AppStreams(self._quic, self.outbox, self.inbox, self._events.append)  # type: ignore[arg-type]
+        self._bench = BenchStreams(self._quic, self._events.append)  # type: ignore[arg-type]
         self._keepalive.start(now)
         self._events.append(TunnelUp(self.peer_fingerprint))
         self._app.flush_chats()
@@ -257,6 +282,9 @@ class Tunnel:
     def _go_down(self, reason: str) -> None:
         self._move_to(TunnelState.DOWN)
         self._app = None
+        if self._bench is not None:
+            self._bench.abort(f"the QUIC tunnel went down: {reason}")
+            self._bench = None
         self._keepalive.stop()
         self._events.append(TunnelDown(reason))
 

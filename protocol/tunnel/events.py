@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from messages.errors import IllegalTransition
+from protocol.benchmark.stream import StreamVerdict
 
 
 class TunnelState(Enum):
@@ -100,13 +101,47 @@ class PingAcked:
     rtt: float
 
 
+@dataclass(frozen=True)
+class BenchStreamAnswered:
+    """Sender side: the receiver counted ``bytes_received`` and hashed them to ``sha256`` in
+    ``duration_us`` (its clock); ``elapsed`` is the run on ours, from the first byte written."""
+
+    session_id: int
+    bytes_received: int
+    duration_us: int
+    sha256: bytes
+    elapsed: float
+
+
+@dataclass(frozen=True)
+class BenchStreamFailed:
+    """Sender side: the run's stream ended without the receiver's answer."""
+
+    session_id: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class BenchStreamReceived:
+    """Receiver side: a benchmark stream ended; ``verdict`` None when it broke off (``reason``)."""
+
+    stream_id: int
+    verdict: StreamVerdict | None
+    duration: float
+    reason: str
+
+
 TunnelEvent = (
     TunnelUp | TunnelDown | AuthFailed | ChatReceived | ChatAcked | EchoReplied | PingAcked
+    | BenchStreamAnswered | BenchStreamFailed | BenchStreamReceived
 )
 
 __all__ = [
     "TRANSITIONS",
     "AuthFailed",
+    "BenchStreamAnswered",
+    "BenchStreamFailed",
+    "BenchStreamReceived",
     "ChatAcked",
     "ChatReceived",
     "EchoReplied",

@@ -47,6 +47,9 @@ from protocol.tunnel.chat import Inbox, Outbox
 from protocol.tunnel.connection import Tunnel
 from protocol.tunnel.events import (
     AuthFailed,
+    BenchStreamAnswered,
+    BenchStreamFailed,
+    BenchStreamReceived,
     ChatAcked,
     ChatReceived,
     EchoReplied,
@@ -99,7 +102,8 @@ class SessionChanged:
     reason: str
 
 
-SessionEvent = SessionChanged | AuthFailed | ChatReceived | ChatAcked | EchoReplied
+SessionEvent = (SessionChanged | AuthFailed | ChatReceived | ChatAcked | EchoReplied
+                | BenchStreamAnswered | BenchStreamFailed | BenchStreamReceived)
 
 
 def initial_ids(data: bytes) -> tuple[bytes, bytes] | None:
@@ -219,6 +223,9 @@ class TunnelSession:
 
     def _new_tunnel(self, role: Role, now: float) -> Tunnel | None:
         assert self.peer is not None
+        if self.tunnel is not None:  # replaced: its benchmark runs end here, and say why
+            self.tunnel.abandon("the peer opened a new QUIC connection")
+            self._pump(now)
         self.tunnel, self.peer_scid, self.local_scid = None, None, None
         if not self.peer.fingerprint:
             self._transition(SessionState.DOWN, "the rendezvous gave no fingerprint for the "

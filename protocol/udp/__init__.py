@@ -12,17 +12,13 @@ from __future__ import annotations
 from protocol.udp.codec import decode_frame, encode_frame
 from protocol.udp.demux import DatagramKind, classify
 from protocol.udp.layouts import (
-    END_MARKER,
     FRAME_LAYOUTS,
     FRAME_MAGIC,
     FRAME_VERSION,
-    MAX_BENCH_PAYLOAD,
     MAX_CHAT_TEXT_BYTES,
     MAX_FRAME_SIZE,
     TOKEN_SIZE,
     WORKER_ID,
-    BenchData,
-    BenchEnd,
     Chat,
     ChatAck,
     Frame,
@@ -51,8 +47,8 @@ from protocol.udp.legacy import (
 __all__ = [
     "DatagramKind", "classify",
     "decode_frame", "encode_frame",
-    "END_MARKER", "FRAME_LAYOUTS", "FRAME_MAGIC", "FRAME_VERSION", "MAX_BENCH_PAYLOAD",
-    "MAX_CHAT_TEXT_BYTES", "MAX_FRAME_SIZE", "TOKEN_SIZE", "WORKER_ID", "BenchData", "BenchEnd",
+    "FRAME_LAYOUTS", "FRAME_MAGIC", "FRAME_VERSION",
+    "MAX_CHAT_TEXT_BYTES", "MAX_FRAME_SIZE", "TOKEN_SIZE", "WORKER_ID",
     "Chat", "ChatAck", "Frame", "FrameType", "Keepalive", "Layout", "Ping", "Pong", "Punch",
     "PunchAck", "Wire",
     "LEGACY_PUNCH", "MAX_LEGACY_SIZE", "LegacyChat", "LegacyDatagram", "LegacyPing",

@@ -11,7 +11,6 @@ from typing import Any
 
 from messages.errors import DecodeError, FrameTooLarge, UnknownMessage, UsageError
 from protocol.udp.layouts import (
-    END_MARKER,
     FRAME_LAYOUTS,
     FRAME_MAGIC,
     FRAME_VERSION,
@@ -25,24 +24,18 @@ from protocol.udp.layouts import (
 )
 
 _TYPE_OF_CLASS = {cls: frame_type for frame_type, (cls, _) in FRAME_LAYOUTS.items()}
-_STRUCTS = {Wire.TOKEN: struct.Struct("!16s"), Wire.U32: struct.Struct("!I"),
-            Wire.SEQ: struct.Struct("!I"), Wire.END: struct.Struct("!I"),
-            Wire.U64: struct.Struct("!Q")}
-_INT_MAXIMUM = {Wire.U32: 0xFFFFFFFF, Wire.SEQ: END_MARKER - 1, Wire.U64: 2**64 - 1}
+_STRUCTS = {Wire.TOKEN: struct.Struct("!16s"), Wire.U32: struct.Struct("!I")}
+_INT_MAXIMUM = {Wire.U32: 0xFFFFFFFF}
 
 
 def _is_valid(wire: Wire, value: Any) -> bool:
     if wire in _INT_MAXIMUM:
         return type(value) is int and 0 <= value <= _INT_MAXIMUM[wire]
-    if wire is Wire.END:
-        return value == END_MARKER
     if wire is Wire.TOKEN:
         return type(value) is bytes and len(value) == TOKEN_SIZE
     if wire is Wire.WORKER_ID:
         return type(value) is str and WORKER_ID.fullmatch(value) is not None
-    if wire is Wire.TEXT:
-        return type(value) is str and _utf8_size(value) <= MAX_CHAT_TEXT_BYTES
-    return type(value) is bytes
+    return type(value) is str and _utf8_size(value) <= MAX_CHAT_TEXT_BYTES  # Wire.TEXT
 
 
 def _utf8_size(text: str) -> int:
@@ -57,10 +50,8 @@ def _pack_field(wire: Wire, value: Any) -> bytes:
         return _STRUCTS[wire].pack(value)
     if wire is Wire.WORKER_ID:
         return bytes((len(value),)) + value.encode("ascii")
-    if wire is Wire.TEXT:
-        encoded = value.encode("utf-8")
-        return struct.pack("!H", len(encoded)) + encoded
-    return bytes(value)
+    encoded = value.encode("utf-8")  # Wire.TEXT
+    return struct.pack("!H", len(encoded)) + encoded
 
 
 def _take(data: bytes, offset: int, size: int) -> bytes:
@@ -73,8 +64,6 @@ def _unpack_field(wire: Wire, data: bytes, offset: int) -> tuple[Any, int]:
     if wire in _STRUCTS:
         size = _STRUCTS[wire].size
         return _STRUCTS[wire].unpack(_take(data, offset, size))[0], offset + size
-    if wire is Wire.PAYLOAD:
-        return data[offset:], len(data)
     prefix = 1 if wire is Wire.WORKER_ID else 2
     (length,) = struct.unpack("!B" if prefix == 1 else "!H", _take(data, offset, prefix))
     raw = _take(data, offset + prefix, length)
@@ -91,7 +80,7 @@ def encode_frame(frame: Frame) -> bytes:
         raise UsageError(f"not a worker frame: {frame!r}")
     parts = [bytes((FRAME_MAGIC, FRAME_VERSION, frame_type))]
     for name, wire in FRAME_LAYOUTS[frame_type][1]:
-        value = END_MARKER if name is None else getattr(frame, name)
+        value = getattr(frame, name)
         if not _is_valid(wire, value):
             raise UsageError(f"{frame_type.name}.{name}: {wire.value} expected, got {value!r}")
         parts.append(_pack_field(wire, value))
@@ -123,8 +112,7 @@ def decode_frame(data: bytes) -> Frame:
         value, offset = _unpack_field(wire, data, offset)
         if not _is_valid(wire, value):
             raise DecodeError(f"{frame_class.__name__}.{name}: {wire.value} expected")
-        if name is not None:
-            values[name] = value
+        values[name] = value
     if offset != len(data):
         raise DecodeError(f"{len(data) - offset} trailing bytes after {frame_class.__name__}")
     return frame_class(**values)

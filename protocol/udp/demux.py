@@ -6,7 +6,8 @@ RFC 7983 section 7 / RFC 9443 section 3:
     0..3     STUN (RFC 8489 section 6: the two top bits are zero), checked by stun.is_stun
     4..15    unassigned in both RFCs (RFC 9443 routers drop it) -> our frames: FRAME_MAGIC 0x0B,
              a control byte that is not JSON whitespace (unlike 0x09, 0x0A, 0x0D), so no text
-             or JSON datagram of the original system can start with it
+             or JSON datagram of the original system can start with it; and the benchmark's
+             datagrams, BENCH_MAGIC 0x0E (``protocol.benchmark.frames``)
     64..127  QUIC short header (fixed bit set). '{' (0x7B) and 'P' (0x50) land here too, so the
              original system's JSON and text datagrams count as legacy only when they parse
     128..255 QUIC long header (128..191 only with a greased fixed bit, RFC 9287; this socket
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 from enum import Enum
 
+from protocol.benchmark.frames import BENCH_MAGIC
 from protocol.stun.codec import is_stun
 from protocol.udp.layouts import FRAME_MAGIC
 from protocol.udp.legacy import LEGACY_PUNCH, legacy_json_object
@@ -25,6 +27,7 @@ from protocol.udp.legacy import LEGACY_PUNCH, legacy_json_object
 class DatagramKind(Enum):
     STUN = "stun"
     WORKER = "worker"
+    BENCHMARK = "benchmark"
     QUIC = "quic"
     LEGACY_JSON = "legacy_json"
     LEGACY_TEXT = "legacy_text"
@@ -38,6 +41,8 @@ def classify(datagram: bytes) -> DatagramKind:
         return DatagramKind.STUN if is_stun(datagram) else DatagramKind.UNKNOWN
     if first == FRAME_MAGIC:
         return DatagramKind.WORKER
+    if first == BENCH_MAGIC:
+        return DatagramKind.BENCHMARK
     if first < 64:
         return DatagramKind.UNKNOWN
     if first == ord("{") and legacy_json_object(datagram) is not None:

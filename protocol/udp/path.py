@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from messages.errors import DecodeError, IllegalTransition, UsageError
 from protocol.stun import Address
 from protocol.udp import (
-    BenchData,
-    BenchEnd,
     Frame,
     Keepalive,
     Ping,
@@ -42,13 +40,8 @@ MAX_PINGS_IN_FLIGHT = 64  # a UI that spams ping gets a UsageError, not unbounde
 
 
 def is_from_peer(frame: Frame, addr: Address, peer_addr: Address, token: bytes) -> bool:
-    """Whether a frame comes from the peer's endpoint and, if it carries one, holds our token.
-
-    Benchmark frames carry no token (every byte goes to payload); the address vouches for them.
-    """
-    if addr != peer_addr:
-        return False
-    return isinstance(frame, BenchData | BenchEnd) or hmac.compare_digest(frame.token, token)
+    """Whether a frame comes from the peer's endpoint and holds our token."""
+    return addr == peer_addr and hmac.compare_digest(frame.token, token)
 
 
 @dataclass(frozen=True)

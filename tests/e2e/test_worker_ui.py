@@ -221,7 +221,7 @@ def test_ui_events_are_broadcast_to_every_client(ui: UiTree) -> None:
     ('{"type": "send_p2p_message", "content": ""}', "'content'"),
     ('{"type": "quic_echo_command", "payload": 7}', "'payload'"),
     ('{"type": "restart_worker_request", "path": 7}', "'path' must be a string"),
-    ('{"type": "start_benchmark_send"}', "not available yet"),
+    ('{"type": "start_benchmark_send", "mode": "tcp"}', "'mode' is one of"),
     (json.dumps({"type": "send_p2p_message", "content": "x" * MAX_UI_FRAME}), "at most"),
     (b"\x00binary", "JSON text frames"),
 ])

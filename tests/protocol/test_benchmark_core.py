@@ -339,7 +339,7 @@ def test_the_first_byte_is_neither_stun_nor_quic_nor_a_worker_frame() -> None:
     datagram = frames.encode(frames.Cancel(1))
     assert 4 <= datagram[0] <= 15 and datagram[0] != FRAME_MAGIC
     assert not chr(datagram[0]).isspace()
-    assert classify(datagram) is DatagramKind.UNKNOWN  # until the demultiplexer learns it
+    assert classify(datagram) is DatagramKind.BENCHMARK
 
 
 def test_invalid_frames_are_our_misuse() -> None:

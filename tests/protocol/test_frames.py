@@ -11,13 +11,9 @@ from hypothesis import strategies as st
 
 from messages.errors import DecodeError, FrameTooLarge, UnknownMessage, UsageError
 from protocol.udp import (
-    END_MARKER,
     FRAME_LAYOUTS,
-    MAX_BENCH_PAYLOAD,
     MAX_CHAT_TEXT_BYTES,
     MAX_FRAME_SIZE,
-    BenchData,
-    BenchEnd,
     Chat,
     ChatAck,
     DatagramKind,
@@ -53,8 +49,6 @@ GOLDEN = [  # magic 0b, version 01, type, then the fields in FRAME_LAYOUTS order
     (Ping(5, TOKEN), f"0b0104 {T} 00000005"),
     (Pong(5, TOKEN), f"0b0105 {T} 00000005"),
     (Chat(TOKEN, 3, "héllo"), f"0b0106 {T} 00000003 0006 68c3a96c6c6f"),
-    (BenchData(1, 2, b"abc"), "0b0107 00000001 00000002 616263"),
-    (BenchEnd(1, 10, 1000), "0b0108 00000001 ffffffff 0000000a 00000000000003e8"),
     (ChatAck(TOKEN, 3), f"0b0109 {T} 00000003"),
 ]
 
@@ -72,13 +66,6 @@ def test_golden_bytes_both_ways(frame: object, golden: str) -> None:
     assert classify(wire) is DatagramKind.WORKER
 
 
-def test_bench_end_keeps_the_original_end_marker_in_the_seq_slot() -> None:
-    wire = encode_frame(BenchEnd(9, 1, 2))
-    assert wire[7:11] == END_MARKER.to_bytes(4, "big") == b"\xff\xff\xff\xff"
-    with pytest.raises(UsageError):
-        encode_frame(BenchData(9, END_MARKER, b""))  # that seq is reserved for the end
-
-
 @pytest.mark.parametrize(("wire", "error"), [
     (b"", DecodeError),
     (b"\x0b\x01", DecodeError),
@@ -87,13 +74,12 @@ def test_bench_end_keeps_the_original_end_marker_in_the_seq_slot() -> None:
     (b"\x0b\x01\x63" + TOKEN, UnknownMessage),
     (b"\x0b\x01\x03" + TOKEN[:15], DecodeError),  # truncated token
     (b"\x0b\x01\x03" + TOKEN + b"\x00", DecodeError),  # trailing byte
-    (b"\x0b\x01\x07" + bytes(MAX_FRAME_SIZE), FrameTooLarge),
+    (b"\x0b\x01\x06" + bytes(MAX_FRAME_SIZE), FrameTooLarge),
     (b"\x0b\x01\x01" + TOKEN + bytes(4) + b"\x03w!1", DecodeError),  # '!' not in a worker id
     (b"\x0b\x01\x01" + TOKEN + bytes(4) + b"\x00", DecodeError),  # empty worker id
     (b"\x0b\x01\x01" + TOKEN + bytes(4) + b"\x05w-1", DecodeError),  # id longer than the frame
     (b"\x0b\x01\x06" + TOKEN + bytes(4) + b"\x00\x02\xc3\x28", DecodeError),  # bad UTF-8
-    (b"\x0b\x01\x07" + bytes(4) + b"\xff\xff\xff\xff", DecodeError),  # data in the end slot
-    (b"\x0b\x01\x08" + bytes(4) + bytes(4) + bytes(12), DecodeError),  # end without marker
+    (b"\x0b\x01\x07" + bytes(4) + b"\xff\xff\xff\xff", UnknownMessage),  # the old BENCH_DATA
 ])
 def test_malformed_frames_raise_decode_errors(wire: bytes, error: type[DecodeError]) -> None:
     with pytest.raises(error):
@@ -110,15 +96,9 @@ def test_chat_text_is_bounded_on_both_sides() -> None:
         decode_frame(too_long)
 
 
-def test_bench_payload_fills_the_datagram_and_no_more() -> None:
-    assert len(encode_frame(BenchData(1, 1, bytes(MAX_BENCH_PAYLOAD)))) == MAX_FRAME_SIZE
-    with pytest.raises(UsageError):
-        encode_frame(BenchData(1, 1, bytes(MAX_BENCH_PAYLOAD + 1)))
-
-
 @pytest.mark.parametrize("frame", [
     Keepalive(TOKEN[:8]), Punch(TOKEN, "", 1), Punch(TOKEN, "x" * 65, 1), PunchAck(TOKEN, -1),
-    Ping(2**32, TOKEN), Chat(TOKEN, 1, "\ud800"), BenchData(1, 1, bytes(MAX_FRAME_SIZE)), "PING",
+    Ping(2**32, TOKEN), Chat(TOKEN, 1, "\ud800"), "PING",
 ])
 def test_encoding_an_invalid_frame_is_our_misuse(frame: object) -> None:
     with pytest.raises(UsageError):
@@ -137,6 +117,8 @@ def test_encoding_an_invalid_frame_is_our_misuse(frame: object) -> None:
     (SEED_PUNCH, DatagramKind.LEGACY_TEXT),
     (b"", DatagramKind.UNKNOWN),
     (b"\x16\x03\x01", DatagramKind.UNKNOWN),  # DTLS: not on this socket
+    (b"\x0e\x01\x02" + bytes(8), DatagramKind.BENCHMARK),  # protocol.benchmark.frames
+    (b"\x0e", DatagramKind.BENCHMARK),  # truncated: the benchmark's decoder counts it
 ])
 def test_classify_by_first_byte(datagram: bytes, kind: DatagramKind) -> None:
     assert classify(datagram) is kind
