@@ -542,7 +542,7 @@ class Soak:
                 for s in self.streams.values()}
 
     def dump_diagnostics(self, client: Client, path: Path, stalled: list[str]) -> None:
-        """What the lead needs to see a stall: the tree with each actor's counters, each
+        """What it takes to diagnose a stall: the tree with each actor's counters, each
         process's state and kernel wait channel, and the queues of the mailbox sockets."""
         info: dict[str, Any] = {"t": self.elapsed(), "stalled": stalled}
         try:
