@@ -85,7 +85,8 @@ def _checker(hint: Any) -> Callable[[Any, int], bool]:
     args = typing.get_args(hint)
     if origin is typing.Literal:  # one of the listed values, of their own types
         allowed = frozenset((type(a), a) for a in args)
-        return lambda v, d: (type(v), v) in allowed
+        kinds = tuple({type(a) for a in args})
+        return lambda v, d: isinstance(v, kinds) and (type(v), v) in allowed
     if origin in (typing.Union, types.UnionType):
         subs = tuple(_checker(a) for a in args)
         return lambda v, d: any(c(v, d) for c in subs)

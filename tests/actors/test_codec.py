@@ -127,3 +127,5 @@ def test_a_literal_field_takes_only_its_listed_values() -> None:
         unpack_batch(packb([[9990, ["tcp"]]]))
     with pytest.raises(DecodeError, match="Mode.kind"):
         unpack_batch(packb([[9990, [1]]]))
+    with pytest.raises(DecodeError, match="Mode.kind"):
+        unpack_batch(packb([[9990, [[]]]]))  # unhashable: still only a DecodeError
