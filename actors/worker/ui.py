@@ -17,8 +17,8 @@ from typing import Any
 
 from actors.actor import Actor
 from actors.web import HostedApp
-from actors.worker.ui_app import WS_MAX_SIZE, UiApp, UiClient, UiHub, error
-from messages.errors import ActorError, DecodeError
+from actors.worker.ui_app import WS_MAX_SIZE, UiApp, UiClient, UiGuard, UiHub, error
+from messages.errors import ActorError, DecodeError, UsageError
 from messages.runtime import RestartChild, Subscribe, TreeEvent, TreeRequest
 from messages.worker import (
     ChatSend,
@@ -55,6 +55,9 @@ class UiActor(Actor):
         self.worker_id: str = self.ctx.config.get("worker_id", "")
         self.page = PAGE.read_text() if PAGE.exists() else "<h1>ui/index.html is missing</h1>"
         self.hub = UiHub()
+        # No token in the config: nobody can use the UI (never an open one by mistake).
+        self.guard = UiGuard(self.ctx.config.get("ui_token") or "",
+                             tuple(self.ctx.config.get("ui_allowed_origins") or ()))
         self.link = LinkState()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.supervisor = self.ctx.parent
@@ -131,13 +134,16 @@ class UiActor(Actor):
                     return self.supervisor.tell(RestartChild(target))
                 result = await self.supervisor.ask(RestartChild(target), timeout=RESTART_TIMEOUT)
                 self.hub.send(client, restart_status(target, str(result)))
-        except ActorError as exc:
+        except (ActorError, UsageError) as exc:
             self.hub.send(client, error(f"restart_worker_request: {exc.reason}"))
 
     async def restart_targets(self, path: str) -> list[str]:
         parent = self.supervisor.path
         if path and path != parent:
-            return [path if "/" in path else f"{parent}/{path}"]
+            target = path if "/" in path else f"{parent}/{path}"
+            if not target.startswith(parent + "/"):  # e.g. the demo's rendezvous, a sibling
+                raise UsageError(f"{path[:80]!r} is not in this worker's tree ({parent})")
+            return [target]
         nodes, depth = await self.tree(), parent.count("/") + 1
         children = [n["path"] for n in nodes
                     if n["path"].startswith(parent + "/") and n["path"].count("/") == depth]
