@@ -46,7 +46,13 @@ from messages.rendezvous import (
     WorkerUpdate,
 )
 from protocol.rendezvous import wire
-from protocol.rendezvous.identity import Admission, IdentityTable, verify_proof
+from protocol.rendezvous.identity import (
+    DEFAULT_GRACE,
+    IDENTITY_WINDOW,
+    Admission,
+    IdentityTable,
+    verify_proof,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +71,8 @@ class EdgeActor(Actor):
             trusted_proxies=tuple(cfg.get("trusted_proxies", ())),
             max_workers=int(cfg.get("max_workers", 1000)),
             allow_unproven=bool(cfg.get("allow_unproven", True)),
-            **{name: float(cfg[name]) for name in ("identity_grace", "identity_window")
-               if name in cfg})
+            identity_grace=float(cfg.get("identity_grace", DEFAULT_GRACE)),
+            identity_window=float(cfg.get("identity_window", IDENTITY_WINDOW)))
         registry = self.ctx.ref("registry")
         self.hub = Hub(registry, self.ctx.ref("pairing"), settings, first_connection_id())
         guard = guarded_protocols(float(cfg.get("header_timeout", HEADER_TIMEOUT)),

@@ -82,8 +82,7 @@ class EdgeSettings:
     # Workers of the original protocol have no key: admitted (for ids no key owns) unless off.
     allow_unproven: bool = True
     identity_grace: float = identity.DEFAULT_GRACE
-    # Seconds a connection for an owned id (or any, with allow_unproven off) has to prove.
-    identity_window: float = 10.0
+    identity_window: float = identity.IDENTITY_WINDOW
     admin_token: str | None = None  # also opens /debug/list_workers
 
     def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:

@@ -88,8 +88,8 @@ def pinned_fingerprints(raw: str) -> tuple[str, ...]:
     """``PEER_FINGERPRINTS``: comma-separated SHA-256 fingerprints, or the path of a file of
     them (one a line, ``#`` comments)."""
     if raw and os.path.isfile(raw):
-        with open(raw) as pins:
-            raw = ",".join(line.split("#")[0] for line in pins)
+        with open(raw) as lines:
+            raw = ",".join(line.split("#")[0] for line in lines)
     pins = [item.strip().replace(":", "").lower() for item in raw.split(",") if item.strip()]
     for pin in pins:
         if len(pin) != 64 or any(c not in "0123456789abcdef" for c in pin):

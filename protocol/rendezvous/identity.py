@@ -39,6 +39,8 @@ NONCE_BYTES = 32
 # Seconds an id stays bound to its key after its connection closed: a worker restarting (or
 # reconnecting after a network cut, with its backoff capped at 10 s) is back well within it.
 DEFAULT_GRACE = 60.0
+# Seconds a connection that must prove (its id is owned, or proofs are required) has to do it.
+IDENTITY_WINDOW = 10.0
 # A certificate of ours is ~500 bytes of DER; 4 KiB of base64 leaves room for larger keys.
 MAX_CERTIFICATE_B64 = 4096
 MAX_SIGNATURE_B64 = 512
@@ -140,7 +142,7 @@ class IdentityTable:
 
 
 __all__ = [
-    "PROOF_LABEL", "CHALLENGE_HEADER", "NONCE_BYTES", "DEFAULT_GRACE", "MAX_CERTIFICATE_B64",
-    "MAX_SIGNATURE_B64", "new_nonce", "signed_bytes", "b64_field", "verify_proof", "Admission",
+    "PROOF_LABEL", "CHALLENGE_HEADER", "NONCE_BYTES", "DEFAULT_GRACE", "IDENTITY_WINDOW",
+    "MAX_CERTIFICATE_B64", "MAX_SIGNATURE_B64", "new_nonce", "signed_bytes", "b64_field", "verify_proof", "Admission",
     "Owner", "IdentityTable",
 ]

@@ -18,7 +18,6 @@ from typing import Any, ClassVar, TypeAlias
 
 from messages.errors import DecodeError, UnknownMessage
 from protocol.json_text import json_object
-from protocol.rendezvous.identity import MAX_CERTIFICATE_B64, MAX_SIGNATURE_B64, b64_field
 from protocol.rendezvous.fields import (
     FINGERPRINT_PATTERN,
     MAX_ECHO_PAYLOAD_BYTES,
@@ -36,6 +35,7 @@ from protocol.rendezvous.fields import (
     required_field,
     validate_worker_id,
 )
+from protocol.rendezvous.identity import MAX_CERTIFICATE_B64, MAX_SIGNATURE_B64, b64_field
 from protocol.rendezvous.outbound import (
     ACK_ERROR,
     ACK_OK,

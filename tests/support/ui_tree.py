@@ -55,7 +55,8 @@ def spec(workdir: str) -> SupervisorSpec:
         return ChildSpec(name, "ui_tree:Recorder",
                          config={"record_to": os.path.join(workdir, f"{name}.rec")})
 
-    ui = ChildSpec("ui", "actors.worker.ui:UiActor", config={"worker_id": WORKER_ID, "ui_token": UI_TOKEN},
+    ui = ChildSpec("ui", "actors.worker.ui:UiActor",
+                   config={"worker_id": WORKER_ID, "ui_token": UI_TOKEN},
                    sockets={"http": SocketSpec("tcp", "127.0.0.1", 0)})
     return SupervisorSpec("worker", (recorder("udp"), recorder("stun"), recorder("quic"), ui),
                           preload=("starlette.applications", "uvicorn"))
