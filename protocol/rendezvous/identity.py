@@ -143,6 +143,6 @@ class IdentityTable:
 
 __all__ = [
     "PROOF_LABEL", "CHALLENGE_HEADER", "NONCE_BYTES", "DEFAULT_GRACE", "IDENTITY_WINDOW",
-    "MAX_CERTIFICATE_B64", "MAX_SIGNATURE_B64", "new_nonce", "signed_bytes", "b64_field", "verify_proof", "Admission",
-    "Owner", "IdentityTable",
+    "MAX_CERTIFICATE_B64", "MAX_SIGNATURE_B64", "new_nonce", "signed_bytes", "b64_field",
+    "verify_proof", "Admission", "Owner", "IdentityTable",
 ]
