@@ -76,6 +76,7 @@ def cmd_rendezvous(args: argparse.Namespace) -> int:
                            token=os.environ.get("RENDEZVOUS_TOKEN") or None,
                            max_workers=args.max_workers,
                            admin_token=os.environ.get("RENDEZVOUS_ADMIN_TOKEN") or None,
+                           per_address=env_int("RENDEZVOUS_MAX_PER_ADDRESS", 256),
                            allow_unproven=os.environ.get("RENDEZVOUS_ALLOW_UNPROVEN_IDS",
                                                          "1") not in ("0", "false", "no"))
     return run_root(spec, rundir=args.rundir, log_level=args.log_level,
