@@ -2,10 +2,12 @@
 
     python bench/rendezvous.py [N ...]        (default: 1000 5000 10000, as the fd limit allows)
 
-For each N: registrations per second (connect + identity proof accepted + ``register_public_ip``,
-all N at once; every worker signs the service's challenge with a key of its own), the time from a pair's second endpoint to both offers delivered (p50, p99; one pair at a
-time, so first-come-first-served pairing pairs exactly those two), and memory per connection of
-the edge process, against a bare ``websockets`` server holding the same N connections.
+For each N: registrations per second (connect + identity proof accepted +
+``register_public_ip``, all N at once; every worker signs the service's challenge with a key of
+its own), the time from a pair's second endpoint to both offers delivered (p50, p99; one pair
+at a time, so first-come-first-served pairing pairs exactly those two), and memory per
+connection of the edge process, against a bare ``websockets`` server holding the same N
+connections.
 """
 
 from __future__ import annotations
