@@ -4,14 +4,14 @@ Messages are handled in the mailbox's reader callback, with no task switch, for 
 handlers return plain values. The callback stops and leaves the rest of its batch for later when
 
 - a handler returns an awaitable: a task awaits it, then goes on with the batch;
-- what a handler told others cannot all leave yet (a full mailbox): the batch waits until it has
-  (backpressure), so a death does not lose a handled message's consequences — for at most
-  ``PATIENCE`` seconds, since two actors telling each other, both mailboxes full, would otherwise
-  each wait for the other for ever;
 - it has run for ``SLICE`` seconds: the loop's other work (sockets, timers, the heartbeat) runs,
   then the batch goes on.
 
-Reading stays off meanwhile, so the actor still takes one message at a time, in order.
+Reading stays off meanwhile, so the actor still takes one message at a time, in order. What
+each message told others is sent before the next one is taken; what a full mailbox cannot take
+yet waits in this process (bounded: see ``actors.transport``) and never holds up reading. Waiting
+for it instead would be backpressure, and a deadlock: two actors telling each other (udp and quic,
+quic and ui), both mailboxes full, would each wait for the other — a soak run saw exactly that.
 """
 
 from __future__ import annotations
@@ -31,9 +31,6 @@ from messages.codec import Envelope
 from messages.runtime import Fault
 
 SLICE = 0.02  # seconds of handling before the loop gets a turn
-# Seconds an actor whose tells wait for full mailboxes waits for them to leave before it takes
-# its next message regardless (its memory is still capped, by MAX_PENDING).
-PATIENCE = 1.0
 
 log = logging.getLogger("actors.child")
 
@@ -130,18 +127,10 @@ class AsyncRunner(Runner):
                 self.answered(env, result)
             except Exception as exc:  # the actor's own errors: see Runner.failed
                 self.failed(env, exc)
-            if self.held_back():
-                self.pause(self.go_on(steps))
-                return
+            self.transport.flush()
             if self.now > self.slice_end:
                 self.pause(self.go_on(steps, later=True))
                 return
-
-    def held_back(self) -> bool:
-        """Send what the message in hand told; whether some of it must wait for room."""
-        assert isinstance(self.transport, AsyncTransport)
-        self.transport.flush()
-        return self.transport.held_back
 
     def pause(self, rest: Coroutine[Any, Any, None]) -> None:
         self.reading(False)
@@ -152,11 +141,10 @@ class AsyncRunner(Runner):
             self.answered(env, await pending)
         except Exception as exc:
             self.failed(env, exc)
-        self.held_back()
+        self.transport.flush()
         await self.go_on(steps)
 
     async def go_on(self, steps: Steps, later: bool = False) -> None:
-        await self.relieved()
         if later:
             await asyncio.sleep(0)
         self.busy = None
@@ -171,6 +159,9 @@ class AsyncRunner(Runner):
 
     async def handle(self, data: bytes, start: int, attempts: int) -> None:
         """A batch left by a predecessor, before the mailbox is read."""
+        # A dead letter's report leaves now: under uvloop, I/O callbacks run before call_soon
+        # ones, so the next message (perhaps another poison) could crash us first.
+        self.transport.flush()
         for index, env in self.batch(data, start, attempts):
             try:
                 if isinstance(env.msg, Fault):
@@ -178,15 +169,7 @@ class AsyncRunner(Runner):
                 self.answered(env, await settle(self.actor.on_receive(env.msg)))
             except Exception as exc:  # the actor's own errors: see Runner.failed
                 self.failed(env, exc)
-            self.held_back()
-            await self.relieved()
-
-    async def relieved(self) -> None:
-        """Backpressure: while what was told waits for full mailboxes, take nothing more (for
-        at most ``PATIENCE``)."""
-        assert isinstance(self.transport, AsyncTransport)
-        if self.transport.held_back:
-            await self.transport.relieved(PATIENCE)
+            self.transport.flush()
 
 
 def loop_factory() -> Any:

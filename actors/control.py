@@ -18,8 +18,8 @@ before packing, so a reader in another process could see a beat of 0.0 — which
 look silent since their start and get killed as hung — and a process killed between the zeroing
 and the packing would leave a torn record behind.
 
-The in-flight record is one word, ``length | index << 20 | attempts << 40``, so it changes
-atomically: a reader (the next incarnation) sees either the old record or the new one.
+The in-flight record is one word, ``length | index << 20 | attempts << 40 | dequeued << 48``,
+so it changes atomically: a reader (the next incarnation) sees either the old record or the new one.
 """
 
 from __future__ import annotations
@@ -40,8 +40,12 @@ _LEN_BITS, _INDEX_BITS = 20, 20
 _LEN_MASK, _INDEX_MASK = (1 << _LEN_BITS) - 1, (1 << _INDEX_BITS) - 1
 
 
-def flight_word(length: int, index: int, attempts: int) -> int:
-    return length | index << _LEN_BITS | min(attempts, 0xFF) << (_LEN_BITS + _INDEX_BITS)
+_DEQUEUED = 1 << 48  # the held datagram has left the kernel queue
+
+
+def flight_word(length: int, index: int, attempts: int, dequeued: bool = True) -> int:
+    return (length | index << _LEN_BITS | min(attempts, 0xFF) << (_LEN_BITS + _INDEX_BITS)
+            | (_DEQUEUED if dequeued else 0))
 
 
 def unpack_flight(word: int) -> tuple[int, int, int]:
@@ -53,7 +57,12 @@ def unpack_flight(word: int) -> tuple[int, int, int]:
 class ControlBlock:
     def __init__(self, file: str, *, create: bool = False) -> None:
         self.file = file
-        flags = os.O_RDWR | (os.O_CREAT | os.O_TRUNC if create else 0)
+        if create:  # a new file, never one a link points to
+            try:
+                os.unlink(file)
+            except FileNotFoundError:
+                pass
+        flags = os.O_RDWR | os.O_NOFOLLOW | (os.O_CREAT | os.O_EXCL if create else 0)
         self.fd = os.open(file, flags, 0o600)
         if create:
             os.ftruncate(self.fd, SIZE)
@@ -99,7 +108,16 @@ class ControlBlock:
         """Record a datagram about to be handled, from its first message. The bytes go first
         and the record last, so a death in between leaves the old record (nothing held)."""
         self.map[HEADER_SIZE:HEADER_SIZE + len(batch)] = batch
-        self.words[_FLIGHT] = flight_word(len(batch), 0, 0)
+        self.words[_FLIGHT] = flight_word(len(batch), 0, 0, dequeued=False)
+
+    def dequeued(self) -> None:
+        """The held datagram has left the kernel queue."""
+        self.words[_FLIGHT] |= _DEQUEUED
+
+    def still_queued(self) -> bool:
+        """Whether the held datagram may still be at the head of the kernel queue."""
+        word = self.words[_FLIGHT]
+        return bool(word & _LEN_MASK) and not word & _DEQUEUED
 
     def at(self, length: int, index: int, attempts: int = 0) -> None:
         """The message at ``index`` of the held batch (of ``length`` bytes) is being handled

@@ -5,10 +5,13 @@ and only then dequeued. So at every instant it is in the queue, in the control b
 
     peek ──► hold (the commit) ──► dequeue ──► handle ... ──► release
     death before the hold: the datagram is still queued; the next incarnation reads it afresh.
-    death between hold and dequeue: it is held *and* still at the head of the queue; the next
-        incarnation sees the head equal to what it holds (every datagram's stamp is unique, see
-        ``messages.codec``) and drops that copy.
-    death after the dequeue: it is held; the next incarnation resumes at the message in hand.
+    death between hold and dequeue: it is held *and* still at the head of the queue, and the
+        record says it was not dequeued; the next incarnation sees the head equal to what it
+        holds and drops that copy.
+    death after the dequeue: it is held and marked dequeued; the next incarnation resumes at
+        the message in hand and leaves the queue alone. (Only a death in the instant between
+        the dequeue and its mark leaves the head compared; there every datagram's stamp, unique
+        per sending socket, tells a new datagram from the held one.)
 
 One reader at a time is what makes "the head" well defined: each incarnation first takes the
 actor's lock (``ControlBlock.claim``), which the kernel frees only when its holder is dead.
@@ -41,6 +44,7 @@ class Inbox:
             return b""
         self.control.hold(data)
         self._dequeue()
+        self.control.dequeued()
         return data
 
     def leftover(self) -> tuple[bytes, int, int] | None:
@@ -48,12 +52,14 @@ class Inbox:
         held = self.control.held()
         if held is None:
             return None
-        try:
-            head = self.sock.recv(MAX_FRAME_BYTES + 1, _PEEK)
-        except BlockingIOError:
-            head = None
-        if head == held[0]:
-            self._dequeue()  # it died between the hold and the dequeue
+        if self.control.still_queued():
+            try:
+                head = self.sock.recv(MAX_FRAME_BYTES + 1, _PEEK)
+            except BlockingIOError:
+                head = None
+            if head == held[0]:
+                self._dequeue()  # it died between the hold and the dequeue
+            self.control.dequeued()
         return held
 
     def _dequeue(self) -> None:

@@ -29,6 +29,12 @@ SOCKET_BUFFER = 1 << 20  # per sending socket: room for several full batches in 
 # growing without bound.
 HIGH_WATER = 1 << 20
 MAX_PENDING = 16 << 20
+ITEM_OVERHEAD = 48  # a bytes object's header (33) and a deque slot (8), rounded up
+
+
+def cost(item: bytes) -> int:
+    """What a queued message costs in memory: its bytes, the bytes object and the queue's slot."""
+    return len(item) + ITEM_OVERHEAD
 
 
 def mailbox_file(rundir: str, path: str) -> str:
@@ -41,7 +47,7 @@ def mailbox_file(rundir: str, path: str) -> str:
 
 def bind_mailbox(file: str) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    if not file.startswith("\0") and os.path.exists(file):
+    if not file.startswith("\0") and os.path.lexists(file):
         os.unlink(file)
     sock.bind(file)
     return sock
@@ -85,12 +91,12 @@ class Outlet:
             self.sock = None
 
     def push(self, item: bytes) -> None:
-        if self.pending_bytes + len(item) > MAX_PENDING and not self.ephemeral:
+        if self.pending_bytes + cost(item) > MAX_PENDING and not self.ephemeral:
             raise MailboxFull(
                 f"{self.file}: {len(self.pending)} messages ({self.pending_bytes} bytes) are "
                 f"already waiting for a full mailbox; the limit is {MAX_PENDING} bytes")
         self.pending.append(item)
-        self.pending_bytes += len(item)
+        self.pending_bytes += cost(item)
 
     def clear(self) -> None:
         self.pending.clear()
@@ -137,7 +143,7 @@ class Outlet:
                 return False
             self.sent += 1
             for _ in range(count):
-                self.pending_bytes -= len(self.pending.popleft())
+                self.pending_bytes -= cost(self.pending.popleft())
         return True
 
     def _send(self, data: bytes) -> None:

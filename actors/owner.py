@@ -15,6 +15,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.context import BaseContext
 from typing import Any
@@ -80,6 +81,7 @@ class Incarnation:
     ready_at: float
     running: bool = True
     hang: str = ""
+    mark: tuple[float, float] | None = None  # (when, run_delay then): the silence being judged
 
 
 class ChildOwner(pykka.ThreadingActor):
@@ -100,10 +102,38 @@ class ChildOwner(pykka.ThreadingActor):
         self.death_writer: mpc.Connection | None = None
 
     def on_receive(self, message: Any) -> Any:
+        """Every job ends with a message to the supervisor, whatever happens: a job that died
+        silently would leave the supervisor waiting on it for ever."""
         if isinstance(message, Launch):
-            self.supervisor.tell(Launched(self.name, *self.launch()))
+            try:
+                outcome = self.launch()
+            except Exception as exc:  # e.g. the fork server died under process.start()
+                log.exception("could not start the child", extra={"path": self.path})
+                self._forget()
+                outcome = (False, 0, f"could not start: {type(exc).__name__}: {exc}")
+            self.supervisor.tell(Launched(self.name, *outcome))
         elif isinstance(message, Terminate):
-            self.supervisor.tell(Terminated(self.name, self.terminate()))
+            try:
+                reason = self.terminate()
+            except Exception as exc:
+                log.exception("could not stop the child", extra={"path": self.path})
+                self._forget()
+                reason = f"stop failed: {type(exc).__name__}: {exc}"
+            self.supervisor.tell(Terminated(self.name, reason))
+
+    def _forget(self) -> None:
+        """After a failure mid-job: kill what may run, close what is open, start afresh."""
+        self.watchdog.unwatch(self.name)
+        process, self.process = self.process, None
+        if process is not None and process.pid:
+            try:
+                os.kill(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for conn in (self.status, self.death_writer):
+            if conn is not None:
+                conn.close()
+        self.status = self.death_writer = None
 
     def on_stop(self) -> None:
         self.control.close()
@@ -204,6 +234,7 @@ class Watchdog:
     """Watches the running children; tells the supervisor of each exit, and ticks."""
 
     supervisor: Any  # the Supervisor's pykka ActorRef
+    run_delay: Callable[[int], float] = field(default=lambda pid: run_delay(pid))
     children: dict[str, Incarnation] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     stopped: threading.Event = field(default_factory=threading.Event)
@@ -242,12 +273,43 @@ class Watchdog:
         self.supervisor.tell(Exited(name, inc.number, inc.hang))
 
     def _check_hangs(self, watched: dict[str, Incarnation], now: float) -> None:
+        """A child silent for longer than its liveness is hung, unless it spent most of the
+        last stretch of its silence waiting for a CPU: on an overloaded machine a healthy actor
+        can go seconds without running, and that is starvation, not a hang. The kernel tells
+        the two apart (``run_delay`` in /proc/PID/schedstat grows only while runnable)."""
         for inc in watched.values():
             if not inc.liveness or inc.hang:
                 continue
             silent = now - max(inc.control.last_beat, inc.ready_at)
-            if silent > inc.liveness:
-                inc.hang = f"hung: no heartbeat for {silent:.1f} s (liveness {inc.liveness:g} s)"
-                log.error("child hung, killing", extra={"pid": inc.process.pid,
-                                                         "silent": round(silent, 2)})
-                inc.process.kill()
+            if silent <= inc.liveness / 2:
+                inc.mark = None
+                continue
+            waited = self.run_delay(inc.process.pid)
+            if inc.mark is None:
+                inc.mark = (now, waited)
+            if silent <= inc.liveness or now - inc.mark[0] < inc.liveness / 2:
+                continue
+            since, waited_then = inc.mark
+            if waited - waited_then > (now - since) / 2:
+                inc.mark = (now, waited)  # starved: judge the next stretch afresh
+                log.warning("child silent while starved of CPU; not counted as hung",
+                            extra={"pid": inc.process.pid, "silent": round(silent, 2),
+                                   "waited_for_cpu": round(waited - waited_then, 2)})
+                continue
+            inc.hang = f"hung: no heartbeat for {silent:.1f} s (liveness {inc.liveness:g} s)"
+            log.error("child hung, killing", extra={"pid": inc.process.pid,
+                                                     "silent": round(silent, 2)})
+            inc.process.kill()
+
+
+def run_delay(pid: int) -> float:
+    """Seconds the threads of ``pid`` have spent runnable but waiting for a CPU (0 where the
+    kernel does not say, which leaves wall-clock silence as the only measure)."""
+    total = 0
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        pass
+    return total / 1e9

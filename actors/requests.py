@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from concurrent.futures import Future
 from typing import Any
 
@@ -18,7 +19,14 @@ import pykka
 
 from actors.transport import SyncTransport
 from messages.codec import MAX_FRAME_BYTES, Envelope, unpack_batch
-from messages.errors import ActorError, DecodeError, P2PError, RemoteError
+from messages.errors import (
+    ActorError,
+    DecodeError,
+    NoSuchActor,
+    P2PError,
+    RemoteError,
+    UsageError,
+)
 from messages.runtime import (
     DeadLetter,
     Reply,
@@ -51,6 +59,9 @@ def serve_control(mailbox: socket.socket, sup: Any, rundir: str) -> None:
             log.warning("malformed control frame dropped", extra={"error": str(exc)})
             continue
         for env in envelopes:
+            if env.deadline and time.monotonic() > env.deadline:
+                log.debug("control request expired", extra={"message_repr": repr(env.msg)[:80]})
+                continue  # its asker has given up: carrying it out now would surprise them
             answer(transport, env, lambda env=env: control_request(sup, transport, env))
 
 
@@ -80,7 +91,10 @@ def _settled(future: Future[Any]) -> Reply:
 
 def _reply(transport: Any, env: Envelope, reply: Reply) -> None:
     if env.reply_to:
-        transport.reply(env.reply_to, env.corr, reply)
+        try:
+            transport.reply(env.reply_to, env.corr, reply)
+        except OSError as exc:  # out of descriptors, say: this request goes unanswered, not all
+            log.warning("control reply failed", extra={"error": str(exc)})
 
 
 def control_request(sup: Any, transport: Any, env: Envelope) -> Any:
@@ -88,18 +102,21 @@ def control_request(sup: Any, transport: Any, env: Envelope) -> Any:
     if isinstance(msg, TreeRequest):
         return snapshot(sup, transport)
     if isinstance(msg, (RestartChild, StopChild)):
-        via = sup.route(msg.path).get(timeout=5)
+        via, refused = sup.route(msg.path).get(timeout=5)
+        if refused:
+            raise NoSuchActor(refused)
         if via:
             return forward(transport, via, msg)
         job = sup.restart_child if isinstance(msg, RestartChild) else sup.stop_child
         return job(msg.path).get(timeout=5)
     if isinstance(msg, Subscribe):
-        return sup.subscribe(msg.path).get(timeout=5)
+        if refused := sup.subscribe(msg.path).get(timeout=5):
+            raise UsageError(refused)
+        return None
     if isinstance(msg, TreeEvent):
         return sup.relay(msg).get(timeout=5)
     if isinstance(msg, DeadLetter):
-        return sup.publish("dead_letter", msg.path, 0,
-                           f"after {msg.attempts} attempts: {msg.summary}").get(timeout=5)
+        return sup.dead_lettered(msg.path, msg.attempts, msg.summary).get(timeout=5)
     raise DecodeError(f"a supervisor does not handle {type(msg).__name__}")
 
 

@@ -30,7 +30,7 @@ from actors.control import BEAT, ControlBlock
 from actors.inbox import Inbox
 from actors.spec import ChildSpec
 from actors.transport import AsyncTransport, SyncTransport, reply_for
-from messages.codec import Envelope, decode_envelope, unpack_raw
+from messages.codec import MAX_FRAME_BYTES, Envelope, decode_envelope, unpack_raw
 from messages.errors import DecodeError, PeerError
 from messages.runtime import DeadLetter, Fault, Reply
 
@@ -124,6 +124,8 @@ class Runner:
         """The messages of a held datagram to handle, from ``start``, with the control block
         kept current: the index in hand and a heartbeat before each, released after the last —
         once what the handlers told others has left."""
+        if not data:
+            self.malformed(DecodeError(f"a datagram over {MAX_FRAME_BYTES} bytes"))
         envelopes = self.decode(data) if data else None
         if envelopes is None:
             self.control.release()

@@ -84,6 +84,13 @@ class RestartPlan:
         return RestartChildren(stop=stop, start=start,
                                delay=self._delay(recent) if charged else 0.0)
 
+    def refund(self) -> None:
+        """Give back the unit of intensity a crash was charged: the message that caused it has
+        been set aside as a dead letter, so the crash was the message's fault, not the child's.
+        With it, poison messages, however many, never escalate."""
+        if self.restarts:
+            self.restarts.pop()
+
     def stopped_by_hand(self, name: str) -> None:
         self.down.add(name)
 

@@ -47,7 +47,7 @@ from actors.owner import (
 from actors.spec import ChildSpec, SupervisorSpec
 from actors.strategy import Escalate, Ignore, RestartChildren, RestartPlan
 from actors.transport import SyncTransport
-from messages.errors import ActorError, IllegalTransition, NoSuchActor, UsageError
+from messages.errors import ActorError, IllegalTransition, NoSuchActor
 from messages.runtime import TreeEvent
 
 log = logging.getLogger("actors.supervisor")
@@ -204,6 +204,15 @@ class Supervisor(pykka.ThreadingActor):
 
     # -- jobs --------------------------------------------------------------------------------------
     def _next_job(self) -> None:
+        self._run_jobs()
+        # The tree's start is over once no first start is pending (a child stopped by hand
+        # meanwhile counts as done: it was started, then stopped).
+        if (self.starting is not None and not self.starting.done()
+                and not (self.current is not None and self.current.why == "start")
+                and not any(job.why == "start" for job in self.jobs)):
+            self.starting.set_result("")
+
+    def _run_jobs(self) -> None:
         while self.current is None and self.jobs and self.timer is None:
             job = self.jobs[0]
             if job.kind == "end":
@@ -261,9 +270,6 @@ class Supervisor(pykka.ThreadingActor):
                 return
             # A restart that fails to start counts as another exit against the intensity.
             self._decide(self.plan.child_exited(c.name, True, time.monotonic()), c)
-        if (self.starting is not None and not self.starting.done() and not self.jobs
-                and all(ch.state is State.RUNNING for ch in self.children.values())):
-            self.starting.set_result("")
         self._next_job()
 
     def _terminated(self, msg: Terminated) -> None:
@@ -292,8 +298,9 @@ class Supervisor(pykka.ThreadingActor):
         if c.state is not State.RUNNING:
             return
         # A repeat crash on a message that already crashed an incarnation is on its way to
-        # being a dead letter (bounded by MAX_ATTEMPTS): it is not charged to the intensity, so
-        # independent poison messages are set aside without taking the tree down.
+        # being a dead letter (bounded by MAX_ATTEMPTS): it is not charged to the intensity; the
+        # first crash is refunded when the message is set aside (dead_lettered), so poison
+        # messages, however many, never take the tree down.
         repeat = c.control.attempts_in_hand() > 0
         c.last_exit = self._ask_owner(c, msg.hang)
         c.transition("exit")
@@ -365,17 +372,18 @@ class Supervisor(pykka.ThreadingActor):
         self._next_job()
         return done
 
-    def route(self, path: str) -> str:
-        """Which child handles a control request for ``path``: '' for ourselves (a direct
-        child), else the nested supervisor's path."""
+    def route(self, path: str) -> tuple[str, str]:
+        """Which child handles a control request for ``path``: ('', '') for ourselves (a
+        direct child), (the nested supervisor's path, ''), or ('', why not). Returned, not
+        raised: a bad path is the caller's error, not a failure of this actor to log."""
         for c in self.children.values():
             if c.path == path:
-                return ""
+                return "", ""
             if path.startswith(c.path + "/") and isinstance(c.spec, SupervisorSpec):
-                return c.path
+                return c.path, ""
         if not path.startswith(self.path + "/"):
-            raise UsageError(f"{path} is not in the tree of {self.path}")
-        raise NoSuchActor(f"no actor at {path}")
+            return "", f"{path} is not in the tree of {self.path}"
+        return "", f"no actor at {path}"
 
     def _direct(self, path: str) -> Child:
         for c in self.children.values():
@@ -383,9 +391,21 @@ class Supervisor(pykka.ThreadingActor):
                 return c
         raise NoSuchActor(f"no actor at {path}")
 
+    def dead_lettered(self, path: str, attempts: int, summary: str) -> None:
+        """A child set a message aside: the first crash it caused is refunded (see
+        ``RestartPlan.refund``), and the event is published."""
+        if any(c.path == path for c in self.children.values()):
+            self.plan.refund()
+        self.publish("dead_letter", path, 0, f"after {attempts} attempts: {summary}")
+
     # -- tree events -------------------------------------------------------------------------------
-    def subscribe(self, path: str) -> None:
+    def subscribe(self, path: str) -> str:
+        """'' once ``path`` gets this supervisor's events; why not, for a supervisor of this
+        tree's own line (events already go up to it: they would circle for ever)."""
+        if path == self.path or self.path.startswith(path + "/"):
+            return f"{path} receives {self.path}'s events already"
         self.subscribers.setdefault(path, Subscriber(path))
+        return ""
 
     def publish(self, kind: str, path: str, pid: int, reason: str) -> None:
         """Log a tree event and send it to the subscribers and up the tree."""

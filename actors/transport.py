@@ -15,8 +15,8 @@ a receiver skips an ask whose asker has already given up.
 
 Memory is bounded: a sender keeps at most ``MAX_PENDING`` bytes for one target whose queue is full
 (``MailboxFull`` beyond it), and a blocking sender blocks above ``HIGH_WATER``. An actor handling
-its mailbox sends what each message told before it takes the next one, waiting for a full mailbox
-to take it (for a bounded time: see ``relieved``).
+its mailbox sends what each message told before it takes the next one; what a full mailbox cannot
+take yet waits here, and leaves as soon as there is room.
 """
 
 from __future__ import annotations
@@ -27,11 +27,12 @@ import logging
 import select
 import threading
 import time
+from collections import OrderedDict
 from typing import Any
 
 import msgpack
 
-from actors.mailbox import HIGH_WATER, Outlet, bind_mailbox, mailbox_file, private_address
+from actors.mailbox import HIGH_WATER, Outlet, bind_mailbox, cost, mailbox_file, private_address
 from messages.codec import MAX_FRAME_BYTES, decode_envelope, encode_envelope, unpack_batch
 from messages.errors import ActorUnavailable, AskTimeout, DecodeError, NoSuchActor, RemoteError
 from messages.runtime import Reply
@@ -40,6 +41,7 @@ log = logging.getLogger("actors.transport")
 
 RETRY = 0.02  # seconds between attempts to reach a mailbox that is missing
 SEND_DEADLINE = 10.0  # a blocking send gives up (ActorUnavailable) after this long
+REPLY_SOCKETS = 64  # askers whose reply socket stays open between their asks
 
 
 def reply_for(result: Any) -> Reply:
@@ -61,6 +63,7 @@ class Transport:
     def __init__(self, rundir: str) -> None:
         self.rundir = rundir
         self.outlets: dict[str, Outlet] = {}
+        self.reply_outlets: OrderedDict[str, Outlet] = OrderedDict()
         # In the abstract namespace: no file to leak when the process dies.
         self.reply_file = mailbox_file(rundir, private_address("r"))
         self.replies = bind_mailbox(self.reply_file)
@@ -82,19 +85,38 @@ class Transport:
         out.push(item)
         return out, item
 
+    def send_reply(self, file: str, corr: int, reply: Reply) -> None:
+        """Answer an ask at once, or not at all: an asker whose reply socket is full or gone is
+        not waiting any more, so nothing is kept for it. The sockets of the last
+        ``REPLY_SOCKETS`` askers stay open for their next asks; older ones are closed."""
+        out = self.reply_outlets.pop(file, None) or Outlet(file, ephemeral=True)
+        out.push(msgpack.packb(encode_envelope(reply, corr, ""), use_bin_type=True))
+        try:
+            sent = out.flush()
+        except ActorUnavailable:
+            sent = False
+        if not sent:
+            out.close()
+            log.debug("reply dropped: the asker is gone or not reading",
+                      extra={"asker": file.lstrip("\0")})
+            return
+        self.reply_outlets[file] = out
+        if len(self.reply_outlets) > REPLY_SOCKETS:
+            self.reply_outlets.popitem(last=False)[1].close()
+
     def withdraw(self, out: Outlet, item: bytes) -> None:
         """Take back a message that has not left yet (an ask that timed out before sending)."""
         try:
             out.pending.remove(item)
         except ValueError:
             return
-        out.pending_bytes -= len(item)
+        out.pending_bytes -= cost(item)
 
     def file_of(self, path: str) -> str:
         return mailbox_file(self.rundir, path)
 
     def close(self) -> None:
-        for out in self.outlets.values():
+        for out in [*self.outlets.values(), *self.reply_outlets.values()]:
             out.close()
         self.replies.close()
 
@@ -107,7 +129,6 @@ class AsyncTransport(Transport):
         self.dirty: set[Outlet] = set()
         self.flush_scheduled = False
         self.stuck: set[Outlet] = set()  # outlets holding messages that could not leave yet
-        self.drain_waiters: list[asyncio.Future[None]] = []
         loop.add_reader(self.replies.fileno(), self._read_replies)
 
     def tell(self, path: str, msg: Any) -> None:
@@ -115,10 +136,8 @@ class AsyncTransport(Transport):
 
     def reply(self, file: str, corr: int, reply: Reply) -> None:
         # A reply goes at once (someone is waiting on it), after what was told before it.
-        out, _ = self.enqueue(file, reply, corr, "")
-        self.dirty.discard(out)
         self.flush()
-        self._flush_one(out)
+        self.send_reply(file, corr, reply)
 
     async def ask(self, path: str, msg: Any, timeout: float = 5.0) -> Any:
         corr = next(self.corr)
@@ -151,23 +170,6 @@ class AsyncTransport(Transport):
             if out not in self.stuck:
                 self._flush_one(out)
 
-    @property
-    def held_back(self) -> bool:
-        """Whether this process keeps messages for mailboxes that could not take them yet."""
-        return bool(self.stuck)
-
-    async def relieved(self, patience: float) -> None:
-        """Wait until nothing is held back, or ``patience`` seconds: an actor that waits for
-        its outputs to leave before it reads more input must not wait for ever, or two actors
-        telling each other, both mailboxes full, would each wait for the other."""
-        deadline = self.loop.time() + patience
-        while self.stuck and (left := deadline - self.loop.time()) > 0:
-            self.drain_waiters.append(future := self.loop.create_future())
-            try:
-                await asyncio.wait_for(future, left)
-            except TimeoutError:
-                return
-
     def _flush_one(self, out: Outlet) -> None:
         try:
             if out.flush():
@@ -197,11 +199,6 @@ class AsyncTransport(Transport):
 
     def _unstuck(self, out: Outlet) -> None:
         self.stuck.discard(out)
-        if self.drain_waiters and not self.stuck:
-            waiters, self.drain_waiters = self.drain_waiters, []
-            for future in waiters:
-                if not future.done():
-                    future.set_result(None)
 
     def _read_replies(self) -> None:
         while True:
@@ -258,12 +255,8 @@ class SyncTransport(Transport):
 
     def reply(self, file: str, corr: int, reply: Reply) -> None:
         with self.lock:
-            out, _ = self.enqueue(file, reply, corr, "")
-            self._drain_others(out)  # what was told before the reply leaves before it
-            try:
-                self._send(out, time.monotonic() + 1.0)
-            except ActorUnavailable:
-                out.clear()
+            self._drain_others(None)  # what was told before the reply leaves before it
+            self.send_reply(file, corr, reply)
 
     def ask(self, path: str, msg: Any, timeout: float = 5.0) -> Any:
         """One deadline for sending and for the reply; a request that could not leave in time
@@ -294,12 +287,19 @@ class SyncTransport(Transport):
             pass  # stays queued: the mailbox is being re-created
 
     def _drain_others(self, current: Outlet | None) -> None:
-        for out in self.outlets.values():
-            if out is not current and out.pending and not out.ephemeral:
-                try:
-                    self._try(out)
-                except NoSuchActor:
-                    pass  # that tell's sender has already been told
+        """Send what others wait for, where there is room now: one select for all of them, so
+        a few subscribers that never read cost nothing per event."""
+        waiting = [out for out in self.outlets.values()
+                   if out is not current and out.pending and not out.ephemeral]
+        if not waiting:
+            return
+        connected = [out for out in waiting if out.sock is not None]
+        _, writable, _ = select.select([], connected, [], 0) if connected else ([], [], [])
+        for out in writable + [out for out in waiting if out.sock is None]:
+            try:
+                self._try(out)
+            except NoSuchActor:
+                pass  # that tell's sender has already been told
 
     def _send(self, out: Outlet, deadline: float) -> None:
         while True:

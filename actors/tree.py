@@ -79,8 +79,8 @@ def bind_socket(spec: SocketSpec) -> socket.socket:
 
 
 def create_tree(spec: SupervisorSpec, rundir: RunDir) -> Tree:
-    rundir.claim()
     paths = [spec.name] + [p for p, _ in walk(spec)]
+    rundir.claim(paths)
     tree = Tree(rundir.path, {p: bind_mailbox(mailbox_file(rundir.path, p)) for p in paths})
     for path in paths:
         ControlBlock(tree.control_file(path), create=True).close()
@@ -128,7 +128,12 @@ def supervise(spec: SupervisorSpec, tree: Tree, ctx: Any, boot: Boot | None,
     threading.Thread(target=serve_control, args=(tree.mailboxes[path], sup, tree.rundir),
                      name="control", daemon=True).start()
     try:
-        failure = sup.start_all().get().result()
+        starting = sup.start_all().get()
+        while not starting.done():
+            if stop.wait(0.05):  # a stop signal while the tree is still starting
+                sup.stop_all().get().result()
+                return 0
+        failure = starting.result()
         if failure:
             log.error("tree failed to start", extra={"reason": failure})
             if boot:

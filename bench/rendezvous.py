@@ -110,6 +110,16 @@ async def until(ws: Any, kind: str) -> None:
         pass
 
 
+def time_listing(port: int) -> float:
+    """Milliseconds for one whole ``/debug/list_workers`` (every worker)."""
+    import urllib.request
+
+    started = time.perf_counter()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/debug/list_workers", timeout=60) as r:
+        r.read()
+    return (time.perf_counter() - started) * 1000
+
+
 async def bare_baseline(n: int) -> float:
     proc = subprocess.Popen([sys.executable, "-c", BARE_SERVER], stdout=subprocess.PIPE,
                             text=True)
@@ -133,6 +143,7 @@ async def bench(n: int) -> dict[str, Any]:
             sockets, rate = await register(f"ws://127.0.0.1:{port}", n)
             await asyncio.sleep(0.5)
             per_connection = (rss_kib(edge_pid) - before) / n
+            listing_ms = await asyncio.to_thread(time_listing, port)
             latencies = sorted(await offer_latencies(sockets))
             await asyncio.gather(*(ws.close() for ws in sockets))
         finally:
@@ -143,6 +154,7 @@ async def bench(n: int) -> dict[str, Any]:
             "offer_p50_ms": round(statistics.median(latencies) * 1000, 2),
             "offer_p99_ms": round(p99 * 1000, 2),
             "edge_kib_per_connection": round(per_connection, 1),
+            "list_workers_ms": round(listing_ms, 1),
             "bare_kib_per_connection": round(await bare_baseline(n), 1)}
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+import os
 import types
 import typing
 from collections.abc import Callable, Iterable
@@ -82,6 +83,9 @@ def _checker(hint: Any) -> Callable[[Any, int], bool]:
         return _plain
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
+    if origin is typing.Literal:  # one of the listed values, of their own types
+        allowed = frozenset((type(a), a) for a in args)
+        return lambda v, d: (type(v), v) in allowed
     if origin in (typing.Union, types.UnionType):
         subs = tuple(_checker(a) for a in args)
         return lambda v, d: any(c(v, d) for c in subs)
@@ -141,15 +145,19 @@ def stamp_bytes(stamp: int) -> bytes:
     return stamp.to_bytes(STAMP_BYTES, "big")
 
 
-def pack_batch(envelopes: Iterable[list[Any]], stamp: int = 0) -> bytes:
-    """A whole mailbox datagram (stamp and batch), as tools and tests send one."""
+def pack_batch(envelopes: Iterable[list[Any]], stamp: int | None = None) -> bytes:
+    """A whole mailbox datagram (stamp and batch), as tools and tests send one; a random stamp
+    unless one is given."""
+    if stamp is None:
+        stamp = int.from_bytes(os.urandom(STAMP_BYTES), "big")
     data = stamp_bytes(stamp) + msgpack.packb(list(envelopes), use_bin_type=True)
     if len(data) > MAX_FRAME_BYTES:
         raise UsageError(f"batch of {len(data)} bytes exceeds MAX_FRAME_BYTES={MAX_FRAME_BYTES}")
     return data
 
 
-def encode(msg: Any, corr: int = 0, reply_to: str | None = None, stamp: int = 0) -> bytes:
+def encode(msg: Any, corr: int = 0, reply_to: str | None = None,
+           stamp: int | None = None) -> bytes:
     """One message as a datagram with a batch of one."""
     return pack_batch([encode_envelope(msg, corr, reply_to)], stamp)
 

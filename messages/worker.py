@@ -101,9 +101,11 @@ class UiEvent:
 @message(Tag.CHAT_SEND)
 @dataclass(frozen=True, slots=True)
 class ChatSend:
-    """Chat to the peer (ui -> udp for plain UDP, ui -> quic for the tunnel)."""
+    """Chat to the peer (ui -> udp for plain UDP, ui -> quic for the tunnel). ``ref`` names
+    it in the UI's ``chat_state`` events (queued, sent, delivered, failed); "" for none."""
 
     text: str
+    ref: str = ""
 
 
 @message(Tag.PING_PEER)

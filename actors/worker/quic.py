@@ -62,6 +62,7 @@ class QuicActor(Actor):
         self.file = state_file(self.ctx.rundir, self.ctx.path, "quic")
         self.offer: PeerOffer | None = None
         self.path: PathStatus | None = None
+        self.refs: dict[int, str] = {}  # msg_id in the current outbox -> the UI's chat ref
         if self.restore():
             self.driver.loop.call_soon(self.recover)
 
@@ -83,7 +84,7 @@ class QuicActor(Actor):
         elif isinstance(msg, PeerGone):
             self.on_peer_gone(msg)
         elif isinstance(msg, ChatSend):
-            self.send_chat(msg.text)
+            self.send_chat(msg.text, msg.ref)
         elif isinstance(msg, EchoPeer):
             self.send_echo(msg.payload)
         elif isinstance(msg, StatusRequest):
@@ -120,14 +121,39 @@ class QuicActor(Actor):
             self.offer = self.path = None
             self.save()
 
-    def send_chat(self, text: str) -> None:
-        """Queued in the outbox even while down; saved before it can reach the wire."""
+    def send_chat(self, text: str, ref: str = "") -> None:
+        """Queued in the outbox even while down; saved before it can reach the wire. The UI
+        hears ``chat_state`` sent (the tunnel is up) or queued, then delivered on the ack."""
         try:
             self.session.send_chat(text, clock())
         except UsageError as exc:
-            self.ui({"type": "error", "message": f"QUIC chat not sent: {exc.reason}"})
+            if ref:
+                self.chat_state(ref, "failed", f"QUIC chat not sent: {exc.reason}")
+            else:
+                self.ui({"type": "error", "message": f"QUIC chat not sent: {exc.reason}"})
             return
+        if ref:
+            self.refs[self.session.outbox.next_id - 1] = ref
         self.save()
+        if ref:
+            up = self.session.state.value == "up"
+            self.chat_state(ref, "sent" if up else "queued",
+                            "" if up else "waits for the tunnel")
+
+    def chat_state(self, ref: str, state: str, reason: str = "") -> None:
+        self.ui({"type": "chat_state", "transport": "quic", "ref": ref, "state": state,
+                 "reason": reason})
+
+    def chats_acked(self, up_to: int) -> None:
+        for msg_id in sorted(i for i in self.refs if i <= up_to):
+            self.chat_state(self.refs.pop(msg_id), "delivered")
+
+    def chats_resent(self) -> None:
+        """A new tunnel is up: whatever waited in the outbox is on the wire again."""
+        pending = {msg_id for msg_id, _ in self.session.outbox.pending}
+        for msg_id, ref in sorted(self.refs.items()):
+            if msg_id in pending:
+                self.chat_state(ref, "sent")
 
     def send_echo(self, payload: str) -> None:
         try:
@@ -164,6 +190,8 @@ class QuicActor(Actor):
         peer = self.offer.peer_id if self.offer else ""
         if isinstance(event, SessionChanged):
             self.publish(event.state.value, event.reason)
+            if event.state.value == "up":
+                self.chats_resent()
         elif isinstance(event, AuthFailed):
             self.ui({"type": "quic_status_update", "state": "auth_failed", "peer_id": peer,
                      "message": event.reason})
@@ -172,6 +200,7 @@ class QuicActor(Actor):
             self.ctx.transport.flush()  # delivered, then remembered: see save()
             self.save()
         elif isinstance(event, ChatAcked):
+            self.chats_acked(event.msg_id)
             self.save()
         elif isinstance(event, EchoReplied):
             self.ui({"type": "quic_echo_response", "payload": event.payload.decode(
@@ -192,9 +221,12 @@ class QuicActor(Actor):
     def save(self) -> None:
         """Offer, path, outbox and inbox, atomically."""
         session = self.session
+        pending = {msg_id for msg_id, _ in session.outbox.pending}
+        self.refs = {i: ref for i, ref in self.refs.items() if i in pending}
         save_state(self.file, {
             "offer": plain(self.offer), "path": plain(self.path),
-            "outbox": session.outbox.to_plain(), "inbox": session.inbox.to_plain()})
+            "outbox": session.outbox.to_plain(), "inbox": session.inbox.to_plain(),
+            "refs": [[i, ref] for i, ref in self.refs.items()]})
 
     def restore(self) -> bool:
         """What an earlier incarnation saved; True if it had a peer."""
@@ -206,7 +238,8 @@ class QuicActor(Actor):
             inbox = Inbox.from_plain(saved.get("inbox"))
             self.offer = PeerOffer(**saved["offer"]) if saved.get("offer") else None
             self.path = PathStatus(**saved["path"]) if saved.get("path") else None
-        except (DecodeError, TypeError, KeyError) as exc:
+            self.refs = {int(i): str(ref) for i, ref in saved.get("refs") or []}
+        except (DecodeError, TypeError, KeyError, ValueError) as exc:
             log.warning("unusable saved tunnel state ignored: %s", exc)
             return False
         connected = self.path is not None and self.path.state == PeerPathState.CONNECTED.value

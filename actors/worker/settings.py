@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from messages.errors import ConfigError, DecodeError
 from protocol.certs import fingerprint, load_or_create
 from protocol.rendezvous.wire import validate_worker_id
+from protocol.udp.peer_path import OPENING, RETRY_AFTER
 
 DEFAULT_STUN_PORT = 3478  # the rendezvous service's embedded responder
 
@@ -105,11 +106,14 @@ class PathSettings:
     punch_interval: float = 0.05
     punch_deadline: float = 10.0
     ping_timeout: float = 5.0
+    punch_opening: float = OPENING
+    punch_retry_after: float = RETRY_AFTER
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> PathSettings:
         return cls(str(config["worker_id"]),
-                   **floats(config, "punch_interval", "punch_deadline", "ping_timeout"))
+                   **floats(config, "punch_interval", "punch_deadline", "ping_timeout",
+                            "punch_opening", "punch_retry_after"))
 
 
 @dataclass(frozen=True)

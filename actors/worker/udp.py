@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import socket
+import struct
 from typing import Any
 
 from actors.actor import Actor
@@ -46,6 +48,7 @@ from messages.worker import (
 from protocol.stun import Address
 from protocol.udp import (
     Chat,
+    ChatAck,
     DatagramKind,
     LegacyChat,
     LegacyPing,
@@ -57,10 +60,31 @@ from protocol.udp import (
     encode_legacy_chat,
     encode_legacy_ping,
 )
-from protocol.udp.path import PingResult
+from protocol.udp.holepunch import OpeningPunch
+from protocol.udp.path import PingResult, is_from_peer
 from protocol.udp.peer_path import PathChanged, PeerPath, PeerPathState
 
 log = logging.getLogger(__name__)
+
+# An opening punch must leave our NAT and die before the peer's: our host's router decrements
+# it to 1, the next router (our ISP's, or the lab's internet) to 0. See protocol/udp/holepunch.
+OPENING_TTL = 2
+
+
+def send_with_ttl(sock: socket.socket, data: bytes, addr: Address, ttl: int) -> None:
+    """One datagram with its own TTL (a cmsg, so nothing else on the socket is affected)."""
+    if sock.family == socket.AF_INET6:
+        level, option = socket.IPPROTO_IPV6, socket.IPV6_HOPLIMIT
+    else:
+        level, option = socket.IPPROTO_IP, socket.IP_TTL
+    try:
+        sock.sendmsg([data], [(level, option, struct.pack("i", ttl))], 0, addr)
+    except OSError as exc:  # a full buffer or an unreachable net: punching carries on
+        log.info("opening punch to %s not sent: %s", addr, exc)
+
+
+CHAT_ACK_TIMEOUT = 5.0  # a UDP chat with no CHAT_ACK by then is marked failed (never resent)
+MAX_UNACKED = 256  # chats awaiting their ack; beyond this the oldest is forgotten
 
 
 class UdpProtocol(asyncio.DatagramProtocol):
@@ -88,14 +112,17 @@ class UdpActor(Actor):
         self.counts: collections.Counter[str] = collections.Counter()
         self.to_quic: dict[Address, list[bytes]] = {}
         self.chat_id = 0
+        self.unacked: dict[int, tuple[str, asyncio.TimerHandle]] = {}  # msg_id -> (ref, timer)
         self.offer: PeerOffer | None = None
         self.path = PeerPath(self.worker_id, punch_interval=settings.punch_interval,
                              punch_deadline=settings.punch_deadline,
-                             ping_timeout=settings.ping_timeout)
+                             ping_timeout=settings.ping_timeout,
+                             opening=settings.punch_opening,
+                             retry_after=settings.punch_retry_after)
         self.driver = CoreDriver(self.path, self.send, self.on_path_event)
         self.file = state_file(self.ctx.rundir, self.ctx.path, "path")
         resumed = self.resume(load_state(self.file))
-        sock = self.ctx.sockets["udp"]
+        sock = self.sock = self.ctx.sockets["udp"]
         self.local = sock.getsockname()[:2]
         self.transport, _ = await self.loop.create_datagram_endpoint(
             lambda: UdpProtocol(self), sock=sock)
@@ -117,6 +144,8 @@ class UdpActor(Actor):
 
     def on_stop(self) -> None:
         self.driver.stop()
+        for _, timer in self.unacked.values():
+            timer.cancel()
         self.transport.close()
 
     # -- messages from the other actors ------------------------------------------------------
@@ -130,7 +159,7 @@ class UdpActor(Actor):
         elif isinstance(msg, PeerGone):
             self.on_peer_gone(msg)
         elif isinstance(msg, ChatSend):
-            self.send_chat(msg.text)
+            self.send_chat(msg.text, msg.ref)
         elif isinstance(msg, PingPeer):
             self.send_ping()
         elif isinstance(msg, StatusRequest):
@@ -159,20 +188,55 @@ class UdpActor(Actor):
         self.path.forget()
         remove_state(self.file)
 
-    def send_chat(self, text: str) -> None:
+    def send_chat(self, text: str, ref: str = "") -> None:
+        """One datagram, not resent; the peer's CHAT_ACK marks it delivered (``chat_state``)."""
         if self.offer is None or self.path.state is not PeerPathState.CONNECTED:
-            self.ui({"type": "error", "message": "no P2P path to a peer: chat not sent"})
+            self.chat_failed(ref, "no P2P path to a peer: chat not sent")
         elif self.path.token is None:  # a peer of the original system: its JSON chat
             self.transport.sendto(encode_legacy_chat(self.worker_id, text), self.path.peer_addr)
+            self.chat_state(ref, "sent", "the peer's version sends no acknowledgement")
         else:
             self.chat_id = self.chat_id % 0xFFFFFFFF + 1
             try:
                 frame = encode_frame(Chat(self.path.token, self.chat_id, text))
             except UsageError as exc:
-                self.ui({"type": "error", "message": f"chat not sent: {exc.reason}"})
+                self.chat_failed(ref, f"chat not sent: {exc.reason}")
                 return
             self.transport.sendto(frame, self.path.peer_addr)
+            self.chat_state(ref, "sent")
+            if ref:
+                self.await_ack(self.chat_id, ref)
         self.driver.flush()
+
+    def await_ack(self, msg_id: int, ref: str) -> None:
+        if len(self.unacked) >= MAX_UNACKED:
+            oldest = next(iter(self.unacked))
+            self.unacked.pop(oldest)[1].cancel()
+        timer = self.loop.call_later(CHAT_ACK_TIMEOUT, self.ack_missed, msg_id)
+        self.unacked[msg_id] = (ref, timer)
+
+    def ack_missed(self, msg_id: int) -> None:
+        if (entry := self.unacked.pop(msg_id, None)) is not None:
+            self.chat_state(entry[0], "failed", "no acknowledgement from the peer")
+
+    def on_chat_ack(self, ack: ChatAck, addr: Address) -> None:
+        token = self.path.token
+        if token is None or not is_from_peer(ack, addr, self.path.peer_addr, token):
+            self.counts["ack_from_stranger"] += 1
+        elif (entry := self.unacked.pop(ack.msg_id, None)) is not None:
+            entry[1].cancel()
+            self.chat_state(entry[0], "delivered")
+
+    def chat_failed(self, ref: str, reason: str) -> None:
+        if ref:
+            self.chat_state(ref, "failed", reason)
+        else:
+            self.ui({"type": "error", "message": reason})
+
+    def chat_state(self, ref: str, state: str, reason: str = "") -> None:
+        if ref:
+            self.ui({"type": "chat_state", "transport": "udp", "ref": ref, "state": state,
+                     "reason": reason})
 
     def send_ping(self) -> None:
         try:
@@ -225,10 +289,14 @@ class UdpActor(Actor):
         except DecodeError:
             self.counts["bad_frame"] += 1
             return
+        if isinstance(frame, ChatAck):
+            return self.on_chat_ack(frame, addr)
         self.path.receive_frame(frame, addr, clock())
         if isinstance(frame, Chat) and self.path.is_peer_chat(frame, addr):
             self.ui({"type": "p2p_message_received", "from_peer_id": self.path.peer_id,
                      "content": frame.text})
+            assert self.path.token is not None  # is_peer_chat says so
+            self.transport.sendto(encode_frame(ChatAck(self.path.token, frame.msg_id)), addr)
         self.driver.flush()
 
     def on_legacy(self, data: bytes, addr: Address) -> None:
@@ -255,7 +323,10 @@ class UdpActor(Actor):
 
     def send(self, datagrams: list[tuple[bytes, Address]]) -> None:
         for data, addr in datagrams:
-            self.transport.sendto(data, addr)
+            if isinstance(data, OpeningPunch):
+                send_with_ttl(self.sock, data, addr, OPENING_TTL)
+            else:
+                self.transport.sendto(data, addr)
 
     def on_path_event(self, event: Any) -> None:
         if isinstance(event, PathChanged):

@@ -23,6 +23,7 @@ import json
 import logging
 import secrets
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
@@ -41,6 +42,14 @@ WS_MAX_SIZE = 4 * MAX_UI_FRAME  # beyond this uvicorn closes the socket (1009): 
 MAX_TEXT = 16 * 1024  # chat or echo text: well inside one mailbox frame (64 KiB)
 CLIENT_QUEUE = 256  # messages waiting for one UI client; one more and the client is dropped
 GONE = (WebSocketDisconnect, WebSocketDisconnected, OSError)  # the browser went away
+UI_DIR = Path(__file__).resolve().parents[2] / "ui"
+# The page's own files, served from here (nothing from the internet): route -> (file, type).
+ASSETS: dict[str, tuple[str, str]] = {
+    "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/app.css": ("app.css", "text/css; charset=utf-8"),
+    "/favicon.svg": ("favicon.svg", "image/svg+xml"),
+    "/favicon.ico": ("favicon.svg", "image/svg+xml"),
+}
 
 # The original's commands and the string fields each one needs (non-empty, at most MAX_TEXT).
 COMMAND_FIELDS: dict[str, tuple[str, ...]] = {
@@ -208,6 +217,7 @@ class UiApp:
             Route("/health", self.health, methods=["GET"]),
             Route("/api/tree", self.tree, methods=["GET"]),
             WebSocketRoute("/ui_ws", self.ui_ws),
+            *(Route(path, self.asset, methods=["GET"]) for path in ASSETS),
         ]
         return Starlette(routes=routes, lifespan=self.lifespan)
 
@@ -228,6 +238,14 @@ class UiApp:
         response.set_cookie(guard.cookie_name(request), guard.token, httponly=True,
                             samesite="strict", path="/")
         return response
+
+    async def asset(self, request: Request) -> Response:
+        name, media_type = ASSETS[request.url.path]
+        try:
+            body = (UI_DIR / name).read_bytes()
+        except OSError:
+            return Response(f"ui/{name} is missing", status_code=404, media_type="text/plain")
+        return Response(body, media_type=media_type, headers={"Cache-Control": "no-cache"})
 
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "worker_id": self.backend.worker_id},

@@ -2,10 +2,20 @@
 
 Both workers send PUNCH frames to the endpoint the rendezvous service offered until each side
 knows the path works both ways: a PUNCH from the peer proves peer -> us (we answer PUNCH_ACK),
-a PUNCH_ACK for one of our punches proves us -> peer. Both -> CONNECTED. Every frame must hold
-the pair's token. A NAT in front of the peer may rewrite its source port (RFC 4787 section 4.1:
+a PUNCH_ACK for one of our punches proves us -> peer and back, so it alone is enough (a peer
+that is already CONNECTED acks but no longer punches). -> CONNECTED. Every frame must hold the
+pair's token. A NAT in front of the peer may rewrite its source port (RFC 4787 section 4.1:
 address-dependent mapping), so we adopt the source of a frame that holds the token; once
 CONNECTED the path is fixed and frames from any other address are ignored and counted.
+
+The simultaneous-open race. A Linux NAT (conntrack) that receives the peer's punch before its own
+host has sent anything records an UNREPLIED flow on exactly the tuple our own punch needs, so our
+punch leaves by another port (RFC 4787 section 4.1 calls that port preservation failing) and the
+peer's port-restricted NAT drops it; the peer's punches keep the stale entry alive. So for the
+first ``opening`` seconds our punches are ``OpeningPunch`` datagrams, which the shell sends with
+a small TTL: they create our NAT's mapping towards the peer but expire before the peer's NAT.
+Both sides open their own mapping first; the first full punch then arrives as a reply. A punch
+from the peer ends the opening at once (its NAT has a mapping, ours let it in).
 
     PUNCHING -> CONNECTED -> CLOSED
     PUNCHING -> FAILED    -> CLOSED
@@ -35,6 +45,10 @@ from protocol.udp import (
 logger = logging.getLogger(__name__)
 
 MAX_UNACKED_PUNCHES = 256  # bounds memory if a shell picks a tiny interval and a long deadline
+
+
+class OpeningPunch(bytes):
+    """A punch to send with a TTL that leaves our NAT but dies before the peer's."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +84,8 @@ class HolePunch:
     """Punches a hole to ``peer_addr``; ``ignored`` counts dropped frames by reason."""
 
     def __init__(self, local_id: str, peer_id: str, peer_addr: Address, token: bytes, now: float,
-                 *, interval: float = 0.05, deadline: float = 10.0) -> None:
+                 *, interval: float = 0.05, deadline: float = 10.0,
+                 opening: float = 0.0) -> None:
         if len(token) != TOKEN_SIZE or not WORKER_ID.fullmatch(local_id) or interval <= 0:
             raise UsageError(f"bad hole punch settings: token of {len(token)} bytes, "
                              f"local id {local_id!r}, interval {interval}")
@@ -79,6 +94,7 @@ class HolePunch:
         self.ignored: collections.Counter[str] = collections.Counter()
         self._token, self._offered_addr, self._interval = token, peer_addr, interval
         self._deadline, self._deadline_at, self._next_punch_at = deadline, now + deadline, now
+        self._opening_until = now + opening
         self._seq = 0
         self._sent_at: dict[int, float] = {}
         self._acks_due: collections.deque[int] = collections.deque(maxlen=32)
@@ -116,7 +132,10 @@ class HolePunch:
                      for seq in self._acks_due]
         self._acks_due.clear()
         if self.state is PunchState.PUNCHING and now >= self._next_punch_at:
-            datagrams.append((self._next_punch(now), self.peer_addr))
+            punch = self._next_punch(now)
+            if now < self._opening_until:
+                punch = OpeningPunch(punch)
+            datagrams.append((punch, self.peer_addr))
         return datagrams
 
     def get_timer(self) -> float | None:
@@ -155,6 +174,7 @@ class HolePunch:
         first = self._highest_peer_seq < 0
         self._highest_peer_seq = max(self._highest_peer_seq, frame.seq)
         self._acks_due.append(frame.seq)
+        self._opening_until = min(self._opening_until, now)
         if first and self._rtt is None and self.state is PunchState.PUNCHING:
             # The path now works inbound, so our earlier punches were probably dropped before
             # the peer knew the token (or by its NAT): punch again at once rather than waiting
@@ -169,8 +189,7 @@ class HolePunch:
             self._rtt = now - sent_at
 
     def _connect_if_proven(self) -> None:
-        inbound_proven = self._highest_peer_seq >= 0
-        if self.state is PunchState.PUNCHING and inbound_proven and self._rtt is not None:
+        if self.state is PunchState.PUNCHING and self._rtt is not None:
             self._transition(PunchState.CONNECTED)
             self._events.append(PunchSucceeded(self.peer_addr, self._rtt))
 
@@ -185,8 +204,8 @@ class HolePunch:
     def _failure_reason(self) -> str:
         host, port = self._offered_addr
         if self._highest_peer_seq < 0:
-            return (f"no answer from peer endpoint {host}:{port} within {self._deadline} s; "
-                    "symmetric NAT?")
+            return (f"no answer from peer endpoint {host}:{port} within {self._deadline} s "
+                    "(its NAT filters us, or either NAT maps each destination to a new port)")
         return (f"peer endpoint {host}:{port} reached us but acknowledged none of our punches "
                 f"within {self._deadline} s; its NAT filters us?")
 

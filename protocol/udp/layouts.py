@@ -32,6 +32,7 @@ class FrameType(IntEnum):
     CHAT = 6
     BENCH_DATA = 7
     BENCH_END = 8
+    CHAT_ACK = 9
 
 
 class Wire(Enum):
@@ -85,6 +86,14 @@ class Chat:
 
 
 @dataclass(frozen=True)
+class ChatAck:
+    """The peer got our CHAT ``msg_id`` (one ack per chat; UDP chat is not retransmitted)."""
+
+    token: bytes
+    msg_id: int
+
+
+@dataclass(frozen=True)
 class BenchData:
     session_id: int
     seq: int
@@ -98,7 +107,7 @@ class BenchEnd:
     total_bytes: int
 
 
-Frame = Punch | PunchAck | Keepalive | Ping | Pong | Chat | BenchData | BenchEnd
+Frame = Punch | PunchAck | Keepalive | Ping | Pong | Chat | BenchData | BenchEnd | ChatAck
 Layout = tuple[tuple[str | None, Wire], ...]  # (dataclass field or None for a constant, wire)
 
 FRAME_LAYOUTS: dict[FrameType, tuple[type[Frame], Layout]] = {
@@ -113,4 +122,5 @@ FRAME_LAYOUTS: dict[FrameType, tuple[type[Frame], Layout]] = {
                                        ("payload", Wire.PAYLOAD))),
     FrameType.BENCH_END: (BenchEnd, (("session_id", Wire.U32), (None, Wire.END),
                                      ("chunks", Wire.U32), ("total_bytes", Wire.U64))),
+    FrameType.CHAT_ACK: (ChatAck, (("token", Wire.TOKEN), ("msg_id", Wire.U32))),
 }

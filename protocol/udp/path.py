@@ -4,6 +4,8 @@
 more (RFC 4787 section 4.3, REQ-5 asks for no less than 2 minutes but many use less), so two
 keepalives fit in the shortest common timeout. Any valid frame from the peer refreshes the path;
 none for ``dead_after`` seconds -> ``PathLost``; a valid frame after that -> ``PathRestored``.
+A LOST path sends no keepalives: they would keep alive whatever stale NAT state broke it (see
+``peer_path``'s recovery).
 
     ALIVE <-> LOST,  ALIVE -> CLOSED,  LOST -> CLOSED
 
@@ -109,16 +111,14 @@ class PathMonitor:
             self._events.append(PathRestored(self.peer_addr))
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        if self.state is PathState.CLOSED or now < self._next_keepalive_at:
+        if self.state is not PathState.ALIVE or now < self._next_keepalive_at:
             return []
         self._next_keepalive_at = now + self._interval
         return [(encode_frame(Keepalive(self._token)), self.peer_addr)]
 
     def get_timer(self) -> float | None:
-        if self.state is PathState.CLOSED:
+        if self.state is not PathState.ALIVE:
             return None
-        if self.state is PathState.LOST:
-            return self._next_keepalive_at
         return min(self._next_keepalive_at, self._last_heard + self._dead_after)
 
     def handle_timer(self, now: float) -> None:

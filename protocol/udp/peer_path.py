@@ -10,14 +10,23 @@ owner asks for (``start``, ``close``, ``resume``) it knows it asked for; what ha
 A peer of the original system (an offer with no token) gets the original's burst of three text
 punches, 0.5 s apart, after which the original counted the link as up (seed 003).
 
+Recovery. A FAILED punch is retried, and a LOST path re-punched, after ``retry_after`` seconds
+of silence towards the peer, doubling up to ``RETRY_MAX``: a NAT forgets an unreplied UDP flow
+30 s after its last packet (Linux conntrack's default), so a stale entry left by an earlier
+attempt on the tuple we need is gone by then, as long as both sides stop sending; the monitor
+of a LOST path sends no keepalives for that reason. Both sides run the same rule, so they
+retry within the skew of their offers; a retry's opening (see ``holepunch``) is long enough to
+absorb that skew. A frame from the peer ends LOST at once.
+
 States move only along ``TRANSITIONS``::
 
     IDLE ──start──▶ PUNCHING ──punched──▶ CONNECTED ◀──restored── LOST
-                       │                      │ └──────silent──────▶ │
-                       ├──deadline──▶ FAILED  │                      │
-                       ▼                 ▼    ▼                      │
-                     CLOSED ◀────────────┴────┴──────────────────────┘
-                       └──start (a new offer)──▶ PUNCHING
+                     ▲ ▲ │                    │ └──────silent──────▶ │ │
+                     │ │ ├──deadline──▶ FAILED│                      │ │
+                     │ │ ▼                 ▼  ▼                      │ │
+                     │ │ CLOSED ◀──────────┴──┴──────────────────────┘ │
+                     │ └──start (a new offer)┘ │                       │
+                     └──────retry─────────────┘ ◀────re-punch──────────┘
 """
 
 from __future__ import annotations
@@ -46,6 +55,10 @@ log = logging.getLogger(__name__)
 
 LEGACY_PUNCHES = (0.0, 0.5, 1.0)  # when the original sent its three punches (seed 003)
 LEGACY_UP_AFTER = 1.5  # and when it then counted the link as up
+OPENING = 0.1  # first offer: covers the skew between the two offers' arrival
+RETRY_OPENING = 1.0  # a retry's: the two sides' retry timers drift apart by their offers' skew
+RETRY_AFTER = 35.0  # Linux conntrack forgets an unreplied UDP flow after 30 s
+RETRY_MAX = 300.0
 
 
 class PeerPathState(enum.Enum):
@@ -62,8 +75,8 @@ TRANSITIONS: dict[PeerPathState, frozenset[PeerPathState]] = {
     S.IDLE: frozenset({S.PUNCHING}),
     S.PUNCHING: frozenset({S.CONNECTED, S.FAILED, S.CLOSED}),
     S.CONNECTED: frozenset({S.LOST, S.CLOSED}),
-    S.LOST: frozenset({S.CONNECTED, S.CLOSED}),
-    S.FAILED: frozenset({S.CLOSED}),
+    S.LOST: frozenset({S.CONNECTED, S.PUNCHING, S.CLOSED}),
+    S.FAILED: frozenset({S.PUNCHING, S.CLOSED}),
     S.CLOSED: frozenset({S.PUNCHING}),
 }
 
@@ -81,9 +94,13 @@ class PeerPath:
     """The path to one peer at a time."""
 
     def __init__(self, local_id: str, *, punch_interval: float = 0.05,
-                 punch_deadline: float = 10.0, ping_timeout: float = 5.0) -> None:
+                 punch_deadline: float = 10.0, ping_timeout: float = 5.0,
+                 opening: float = OPENING, retry_after: float = RETRY_AFTER) -> None:
         self.local_id = local_id
         self.punch_interval, self.punch_deadline = punch_interval, punch_deadline
+        self.opening, self.retry_after = opening, retry_after
+        self.retry_at: float | None = None
+        self.retries = 0
         self.ping_timeout = ping_timeout
         self.peer_id = ""
         self.token: bytes | None = None
@@ -92,6 +109,7 @@ class PeerPath:
         self.pinger: PingTracker | None = None
         self.state, self.reason, self.rtt = S.IDLE, "", 0.0
         self.peer_addr: Address = ("", 0)
+        self.offered_addr: Address = ("", 0)
         self.legacy_due: list[float] = []  # when the original-protocol punches leave
         self.legacy_up_at: float | None = None
         self._legacy_sent = 0
@@ -102,13 +120,13 @@ class PeerPath:
     def start(self, peer_id: str, addr: Address, token_hex: str, now: float) -> None:
         """Punch towards ``addr``; with no token, as the original system did."""
         self.close("a new offer replaces this one")
-        self.peer_id, self.peer_addr, self.rtt = peer_id, addr, 0.0
+        self.peer_id, self.peer_addr, self.rtt, self.retries = peer_id, addr, 0.0, 0
+        self.offered_addr = addr
         self._transition(S.PUNCHING, "")
         try:
             self.token = bytes.fromhex(token_hex) if token_hex else None
             if self.token is not None:
-                self.punch = HolePunch(self.local_id, peer_id, addr, self.token, now,
-                                       interval=self.punch_interval, deadline=self.punch_deadline)
+                self._punch(now, self.opening)
         except (ValueError, UsageError) as exc:
             self._transition(S.FAILED, f"unusable offer: {exc}")
             return
@@ -116,8 +134,15 @@ class PeerPath:
             self.legacy_due = [now + delay for delay in LEGACY_PUNCHES]
             self.legacy_up_at, self._legacy_sent = now + LEGACY_UP_AFTER, 0
 
+    def _punch(self, now: float, opening: float) -> None:
+        assert self.token is not None
+        self.punch = HolePunch(self.local_id, self.peer_id, self.peer_addr, self.token, now,
+                               interval=self.punch_interval, deadline=self.punch_deadline,
+                               opening=opening)
+
     def close(self, reason: str) -> None:
         self._stop_cores()
+        self.retry_at = None
         if self.state not in (S.IDLE, S.CLOSED):
             self._transition(S.CLOSED, reason)
 
@@ -143,7 +168,7 @@ class PeerPath:
             self._connect(path_addr, rtt, now)
         elif state is S.FAILED and self.state is S.PUNCHING:
             self._stop_cores()
-            self._transition(S.FAILED, reason)
+            self._transition(S.FAILED, f"{reason.split('; ')[0]}; {self._schedule_retry(now)}")
         elif state in (S.FAILED, S.CLOSED):
             self.close(reason)
         return True
@@ -178,7 +203,8 @@ class PeerPath:
         return out
 
     def get_timer(self) -> float | None:
-        timers = [c.get_timer() for c in self.cores()] + [self.legacy_up_at, *self.legacy_due[:1]]
+        timers = [c.get_timer() for c in self.cores()] + [self.legacy_up_at, self.retry_at,
+                                                          *self.legacy_due[:1]]
         return min((t for t in timers if t is not None), default=None)
 
     def handle_timer(self, now: float) -> None:
@@ -191,6 +217,8 @@ class PeerPath:
             if self.state is S.PUNCHING:
                 self._transition(S.CONNECTED, "original-protocol peer: unverified")
                 self._events.append(PathChanged(self.state, self.reason))
+        if self.retry_at is not None and now >= self.retry_at:
+            self._retry(now)
         self._pump(now)
 
     def next_event(self) -> PeerPathEvent | None:
@@ -202,15 +230,33 @@ class PeerPath:
             if isinstance(event, PunchSucceeded):
                 self._connect(event.peer_addr, event.rtt, now)
             elif isinstance(event, PunchFailed):
-                self._transition(S.FAILED, event.reason)
+                self._transition(S.FAILED, f"{event.reason}; {self._schedule_retry(now)}")
             elif isinstance(event, PathLost):
-                self._transition(S.LOST, f"nothing from the peer for {event.silent_for:.0f} s")
+                self._transition(S.LOST, f"nothing from the peer for {event.silent_for:.0f} s; "
+                                         f"{self._schedule_retry(now)}")
             elif isinstance(event, PathRestored):
+                self.retry_at = None
                 self._transition(S.CONNECTED, "")
             else:
                 self._events.append(event)
                 continue
             self._events.append(PathChanged(self.state, self.reason))
+
+    def _schedule_retry(self, now: float) -> str:
+        """Silence first, then a new punch: see the module's docstring."""
+        wait = min(self.retry_after * 2 ** min(self.retries, 16), RETRY_MAX)
+        self.retry_at = now + wait
+        return f"punching again in {wait:.0f} s"
+
+    def _retry(self, now: float) -> None:
+        self.retry_at = None
+        self.retries += 1
+        self._stop_cores()
+        if self.state is S.FAILED:  # a port adopted from the failed attempt may be stale
+            self.peer_addr = self.offered_addr
+        self._transition(S.PUNCHING, f"attempt {self.retries + 1}")
+        self._punch(now, RETRY_OPENING)
+        self._events.append(PathChanged(self.state, self.reason))
 
     def _stop_cores(self) -> None:
         if self.punch is not None and self.punch.state.value != "closed":
@@ -221,7 +267,7 @@ class PeerPath:
         self.legacy_due, self.legacy_up_at = [], None
 
     def _connect(self, addr: Address, rtt: float, now: float) -> None:
-        self.peer_addr, self.rtt = addr, rtt
+        self.peer_addr, self.rtt, self.retries = addr, rtt, 0
         self._transition(S.CONNECTED, "")
         if self.token is not None:
             self.monitor = PathMonitor(addr, self.token, now)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import msgpack
 import pytest
@@ -113,3 +114,16 @@ def test_structured_garbage_decodes_or_raises_decode_error(tag: int, fields: lis
         unpack_batch(packb([[tag, fields]]))
     except DecodeError:
         pass
+
+
+def test_a_literal_field_takes_only_its_listed_values() -> None:
+    @message(9990)
+    @dataclass(frozen=True)
+    class Mode:
+        kind: Literal["udp", "quic"]
+
+    assert unpack_batch(encode(Mode("quic")))[0].msg == Mode("quic")
+    with pytest.raises(DecodeError, match="Mode.kind"):
+        unpack_batch(packb([[9990, ["tcp"]]]))
+    with pytest.raises(DecodeError, match="Mode.kind"):
+        unpack_batch(packb([[9990, [1]]]))

@@ -142,3 +142,33 @@ def test_a_reply_socket_vanishes_with_its_process() -> None:
     transport.close()
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe, pytest.raises(OSError):
         probe.connect(name)
+
+
+
+class _Process:
+    pid = 4242
+
+    def __init__(self) -> None:
+        self.killed = False
+
+    def kill(self) -> None:
+        self.killed = True
+
+
+@pytest.mark.parametrize(("waiting", "hung"), [(0.0, True), (0.9, False)])
+def test_silence_spent_waiting_for_a_cpu_is_starvation_not_a_hang(
+        tmp_path: Path, waiting: float, hung: bool) -> None:
+    """On an overloaded machine a healthy actor can go longer than its liveness without
+    running at all; the watchdog tells that from a hang by the time it spent runnable."""
+    from actors.owner import Incarnation, Watchdog
+
+    block = ControlBlock(str(tmp_path / "a.ctl"), create=True)
+    block.beat(100.0)
+    clock = {"delay": 0.0}
+    watchdog = Watchdog(None, run_delay=lambda pid: clock["delay"])
+    inc = Incarnation(1, _Process(), block, liveness=1.0, ready_at=100.0)
+    for now in (100.3, 100.6, 100.9, 101.2, 101.5):
+        clock["delay"] += waiting * 0.3  # runnable for this share of each 0.3 s
+        watchdog._check_hangs({"a": inc}, now)
+    assert inc.process.killed is hung
+    assert bool(inc.hang) is hung

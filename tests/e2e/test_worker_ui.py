@@ -43,7 +43,13 @@ class UiTree:
         return connect(f"ws://127.0.0.1:{self.port}/ui_ws{query}", open_timeout=within(5), **kw)
 
     def records(self, name: str) -> list[dict[str, Any]]:
-        return read_records(self.workdir, name)
+        """What sibling ``name`` received; a chat's ref (named by the ui actor) checked, then
+        left out."""
+        records = read_records(self.workdir, name)
+        for record in records:
+            if record["message"] == "ChatSend":
+                assert isinstance(record.pop("ref"), str)
+        return records
 
     def wait_record(self, name: str, count: int) -> list[dict[str, Any]]:
         wait_until(lambda: len(self.records(name)) >= count, 5, f"{count} records from {name}")
@@ -132,7 +138,14 @@ def test_health_and_page(ui: UiTree) -> None:
     assert health.json() == {"status": "ok", "worker_id": WORKER_ID}
     page = ui.http.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert "/ui_ws" in page.text
+    assert 'name="viewport"' in page.text and '<script src="/app.js"' in page.text
+    assert "<script>" not in page.text and "onclick" not in page.text  # CSP-ready: no inline
+    script = ui.http.get("/app.js")
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    assert "/ui_ws" in script.text
+    assert ui.http.get("/app.css").headers["content-type"].startswith("text/css")
+    icon = ui.http.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml"
     assert ui.http.post("/health").status_code == 405
     assert ui.http.get("/nowhere").status_code == 404
 
@@ -240,7 +253,8 @@ def test_restart_request_restarts_one_child_and_tree_events_follow(ui: UiTree) -
         receive(ws)
         ws.send(json.dumps({"type": "restart_worker_request", "path": "quic"}))
         assert receive_type(ws, "restart_status") == {
-            "type": "restart_status", "path": "worker/quic", "status": "restarting"}
+            "type": "restart_status", "path": "worker/quic", "status": "restarting",
+            "reason": ""}
         # The answer and the tree events come by different ways: in either order.
         seen = receive_each(ws, {
             "restart_status": lambda m: True,
@@ -249,7 +263,11 @@ def test_restart_request_restarts_one_child_and_tree_events_follow(ui: UiTree) -
         assert seen["tree_event"]["pid"] != old
         assert seen["tree_event"]["reason"] == "restart requested"
         ws.send(json.dumps({"type": "restart_worker_request", "path": "nothing"}))
-        assert "no actor at worker/nothing" in receive_type(ws, "error")["message"]
+        # Refused before anything is said to be restarting, with the reason.
+        assert receive_type(ws, "restart_status") == {
+            "type": "restart_status", "path": "worker/nothing", "status": "refused",
+            "reason": "worker/nothing is not in this worker's tree"}
+        assert "not in this worker's tree" in receive_type(ws, "error")["message"]
     assert ui.client.node("worker", "worker/quic")["pid"] != old
 
 
@@ -339,3 +357,21 @@ def test_a_slow_client_is_dropped_and_the_others_get_everything(ui: UiTree) -> N
             assert ui.client.ask("worker/ui", StatusRequest())["clients"] == 1
     finally:
         slow.close()
+
+
+def test_history_is_bounded_saved_and_never_moves_back(tmp_path: Path) -> None:
+    from actors.worker.ui import CHAT_HISTORY, TREE_HISTORY, History
+
+    history = History(str(tmp_path / "ui.state"))
+    for n in range(CHAT_HISTORY + 5):
+        history.chat("out", "quic", f"chat {n}", "queued", ref=f"r{n}")
+    for n in range(TREE_HISTORY + 5):
+        history.tree_event({"type": "tree_event", "kind": "started", "path": f"w/{n}"})
+    last = f"r{CHAT_HISTORY + 4}"
+    assert history.chat_state({"ref": last, "state": "delivered"})["state"] == "delivered"
+    assert history.chat_state({"ref": last, "state": "sent"})["state"] == "delivered"
+    assert history.chat_state({"ref": "r0", "state": "sent"}) is None  # rolled out of the ring
+    again = History(str(tmp_path / "ui.state")).replay()  # what a restarted ui actor replays
+    assert len(again["chats"]) == CHAT_HISTORY and len(again["tree_events"]) == TREE_HISTORY
+    assert again["chats"][0]["text"] == "chat 5" and again["chats"][-1]["state"] == "delivered"
+    assert again["tree_events"][-1]["path"] == f"w/{TREE_HISTORY + 4}"

@@ -19,6 +19,7 @@ from protocol.udp import (
     BenchData,
     BenchEnd,
     Chat,
+    ChatAck,
     DatagramKind,
     FrameType,
     Keepalive,
@@ -54,6 +55,7 @@ GOLDEN = [  # magic 0b, version 01, type, then the fields in FRAME_LAYOUTS order
     (Chat(TOKEN, 3, "héllo"), f"0b0106 {T} 00000003 0006 68c3a96c6c6f"),
     (BenchData(1, 2, b"abc"), "0b0107 00000001 00000002 616263"),
     (BenchEnd(1, 10, 1000), "0b0108 00000001 ffffffff 0000000a 00000000000003e8"),
+    (ChatAck(TOKEN, 3), f"0b0109 {T} 00000003"),
 ]
 
 

@@ -91,8 +91,8 @@ def test_symmetric_against_a_filtering_nat_fails_with_a_clear_reason(
     stopped = p.run(until=20.0)
     assert stopped == pytest.approx(10.0)
     for punch, offered in ((p.alice, p.b_public), (p.bob, p.a_public)):
-        reason = f"no answer from peer endpoint {offered[0]}:{offered[1]} within 10.0 s; " \
-                 "symmetric NAT?"
+        reason = f"no answer from peer endpoint {offered[0]}:{offered[1]} within 10.0 s " \
+                 "(its NAT filters us, or either NAT maps each destination to a new port)"
         assert drain(punch) == [PunchFailed(reason)]
         assert punch.state is PunchState.FAILED and punch.get_timer() is None
     assert len(p.net.dropped) == p.net.sent  # every punch was filtered by a NAT
@@ -107,7 +107,8 @@ def test_punches_go_out_every_interval_until_the_deadline() -> None:
         sent_at += [timer for _ in punch.datagrams_to_send(timer)]
     assert sent_at == [100.0, 100.25, 100.5, 100.75]
     assert drain(punch) == [PunchFailed("no answer from peer endpoint 198.51.100.1:40000 "
-                                        "within 1.0 s; symmetric NAT?")]
+                                        "within 1.0 s (its NAT filters us, or either NAT maps "
+                                        "each destination to a new port)")]
 
 
 def test_frames_with_a_wrong_token_or_sender_are_ignored_and_counted() -> None:
@@ -313,3 +314,60 @@ def test_a_late_offer_connects_one_round_trip_after_the_peer_hears_from_us() -> 
     for data, _ in bob.datagrams_to_send(0.020):
         alice.receive_datagram(data, ("198.51.100.1", 5000), 0.025)
     assert drain(alice) == [PunchSucceeded(("198.51.100.1", 5000), pytest.approx(0.010))]
+
+
+def linux_pair(skew: float, opening: float) -> Pair:
+    """Two Linux MASQUERADE NATs; bob's offer arrives ``skew`` seconds after alice's."""
+    net = Network(latency=LATENCY)
+    a = net.add_host(("10.0.1.2", 8081), Nat("203.0.113.2", NatKind.CONNTRACK))
+    b = net.add_host(("10.0.2.2", 8081), Nat("198.51.100.2", NatKind.CONNTRACK))
+    a_public, b_public = net.stun_mapping(a), net.stun_mapping(b)
+    alice = HolePunch("alice", "bob", b_public, TOKEN, 0.0, opening=opening)
+    bob = HolePunch("bob", "alice", a_public, TOKEN, skew, opening=opening)
+    return Pair(net, a, b, a_public, b_public, alice, bob)
+
+
+def test_without_an_opening_the_first_punch_steals_the_peers_port_and_both_fail() -> None:
+    p = linux_pair(skew=2 * LATENCY, opening=0.0)  # alice's punch is at NAT b first
+    p.run(until=20.0)
+    assert [type(e) for e in drain(p.alice) + drain(p.bob)] == [PunchFailed, PunchFailed]
+
+
+@pytest.mark.parametrize("skew", [0.0, 0.002, 0.05, 0.09])
+def test_opening_punches_survive_the_simultaneous_open_race(skew: float) -> None:
+    p = linux_pair(skew=skew, opening=0.1)
+    p.run(until=20.0)
+    assert drain(p.alice) == [PunchSucceeded(p.b_public, pytest.approx(2 * LATENCY))]
+    assert drain(p.bob) == [PunchSucceeded(p.a_public, pytest.approx(2 * LATENCY))]
+    assert p.b_public[1] == p.a_public[1] == 8081  # every port kept
+
+
+def test_opening_punches_leave_for_the_opening_then_full_punches() -> None:
+    punch = HolePunch("alice", "bob", ("198.51.100.1", 40000), TOKEN, 0.0, interval=0.05,
+                      opening=0.1)
+    kinds = []
+    while (timer := punch.get_timer()) is not None and timer < 0.2:
+        punch.handle_timer(timer)
+        kinds += [type(data).__name__ for data, _ in punch.datagrams_to_send(timer)]
+    assert kinds == ["OpeningPunch", "OpeningPunch", "bytes", "bytes"]
+
+
+def test_a_punch_from_the_peer_ends_the_opening_at_once() -> None:
+    bob_addr: Address = ("198.51.100.1", 40000)
+    punch = HolePunch("alice", "bob", bob_addr, TOKEN, 0.0, opening=1.0)
+    assert all(isinstance(d, bytes) and type(d).__name__ == "OpeningPunch"
+               for d, _ in punch.datagrams_to_send(0.0))
+    punch.receive_frame(Punch(TOKEN, "bob", 1), bob_addr, 0.01)
+    sent = punch.datagrams_to_send(0.01)
+    assert [type(decode_frame(d)) for d, _ in sent] == [PunchAck, Punch]
+    assert all(type(d) is bytes for d, _ in sent)
+
+
+def test_an_ack_alone_connects_a_peer_that_no_longer_punches() -> None:
+    bob_addr: Address = ("198.51.100.1", 40000)
+    punch = HolePunch("alice", "bob", bob_addr, TOKEN, 0.0)
+    [(data, _)] = punch.datagrams_to_send(0.0)
+    frame = decode_frame(data)
+    assert isinstance(frame, Punch)
+    punch.receive_frame(PunchAck(TOKEN, frame.seq), bob_addr, 0.02)
+    assert drain(punch) == [PunchSucceeded(bob_addr, pytest.approx(0.02))]

@@ -67,7 +67,7 @@ def test_a_silent_peer_fails_the_punch_at_its_deadline() -> None:
         path.datagrams_to_send(now)
         now = path.get_timer() or now
         path.handle_timer(now)
-    assert path.state is S.FAILED and "symmetric NAT" in path.reason
+    assert path.state is S.FAILED and "no answer from peer endpoint" in path.reason
     assert events(path) == [PathChanged(S.FAILED, path.reason)]
 
 
@@ -112,3 +112,56 @@ def test_illegal_peer_path_transitions(old: PeerPathState, new: PeerPathState) -
     path.state = old
     with pytest.raises(IllegalTransition):
         path._transition(new, "")
+
+
+def alone(path: PeerPath, now: float, until: float) -> tuple[float, int]:
+    """Drives ``path`` with every datagram lost; returns the time and the datagrams sent."""
+    sent = 0
+    for _ in range(MAX_STEPS):
+        sent += len(path.datagrams_to_send(now))
+        timer = path.get_timer()
+        if timer is None or timer > until:
+            return now, sent
+        now = max(now, timer)
+        path.handle_timer(now)
+    raise AssertionError("path did not settle")
+
+
+def test_a_failed_punch_is_retried_after_silence_with_backoff_and_then_connects() -> None:
+    paths = {name: PeerPath(name, punch_deadline=1.0) for name in ADDR}
+    alice = paths["alice"]
+    alice.start("bob", ADDR["bob"], TOKEN, 0.0)
+    now, _ = alone(alice, 0.0, until=1.0)
+    assert alice.state is S.FAILED and alice.reason.endswith("punching again in 35 s")
+    now, sent = alone(alice, now, until=now + 34.9)
+    assert sent == 0 and alice.state is S.FAILED  # silence, so the NATs forget stale flows
+    now, _ = alone(alice, now, until=now + 36.1)
+    assert alice.reason.endswith("punching again in 70 s")  # the retry failed too: backoff
+    events(alice)
+    now = alice.get_timer() or 0.0
+    paths["bob"].start("alice", ADDR["alice"], TOKEN, now)  # as if both retried together
+    run(paths, now, until=now + 2.0)
+    assert [e.state for e in events(alice) if isinstance(e, PathChanged)] == [S.PUNCHING,
+                                                                              S.CONNECTED]
+    assert paths["bob"].state is S.CONNECTED
+
+
+def test_a_lost_path_goes_quiet_then_both_punch_again_and_reconnect() -> None:
+    paths = punched()
+    for path in paths.values():
+        now, _ = alone(path, 0.5, until=46.0)
+        assert path.state is S.LOST and path.reason.endswith("punching again in 35 s")
+        _, sent = alone(path, now, until=now + 34.9)
+        assert sent == 0  # no keepalive keeps a stale NAT entry alive
+    run(paths, now, until=now + 40.0)
+    for path in paths.values():
+        assert path.state is S.CONNECTED and path.retries == 0
+
+
+def test_a_lost_path_is_punched_again_against_a_peer_that_stayed_connected() -> None:
+    paths = punched()
+    alice = paths["alice"]
+    now, _ = alone(alice, 0.5, until=81.0)  # only alice heard nothing
+    assert alice.state is S.PUNCHING
+    run(paths, now, until=now + 2.0)
+    assert alice.state is S.CONNECTED

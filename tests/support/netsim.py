@@ -7,6 +7,11 @@ follow the RFC 4787 vocabulary:
     FULL_CONE        endpoint-independent mapping (EIM) and filtering (EIF)
     PORT_RESTRICTED  EIM, address-and-port-dependent filtering (APDF)
     SYMMETRIC        address-and-port-dependent mapping (APDM) and APDF
+    CONNTRACK        Linux MASQUERADE: a mapping per flow that keeps the private port, unless an
+                     inbound flow nobody answered already holds that tuple; then another port
+
+An ``OpeningPunch`` (protocol/udp/holepunch.py) dies right after its sender's NAT, as the small
+TTL it is sent with makes it.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from protocol.stun import Address
+from protocol.udp.holepunch import OpeningPunch
 
 STUN_SERVER: Address = ("192.0.2.1", 3478)
 
@@ -24,6 +30,7 @@ class NatKind(enum.Enum):
     FULL_CONE = "full cone"
     PORT_RESTRICTED = "port-restricted cone"
     SYMMETRIC = "symmetric"
+    CONNTRACK = "linux conntrack"
 
 
 class Nat:
@@ -35,25 +42,30 @@ class Nat:
         self._port_of: dict[tuple[Address, Address | None], int] = {}
         self._internal_of: dict[int, Address] = {}
         self._contacted: dict[int, set[Address]] = {}  # per public port, the remotes it sent to
+        self._unreplied: set[tuple[int, Address]] = set()  # CONNTRACK: inbound flows held
 
     def outbound(self, src: Address, dst: Address) -> Address:
         """The public source of a datagram from ``src`` to ``dst`` (RFC 4787 section 4.1)."""
-        key = (src, dst if self.kind is NatKind.SYMMETRIC else None)
+        per_flow = self.kind in (NatKind.SYMMETRIC, NatKind.CONNTRACK)
+        key = (src, dst if per_flow else None)
         if key not in self._port_of:
-            self._port_of[key], self._next_port = self._next_port, self._next_port + 7
-            self._internal_of[self._port_of[key]] = src
-            self._contacted[self._port_of[key]] = set()
+            kept = self.kind is NatKind.CONNTRACK and (src[1], dst) not in self._unreplied
+            self._port_of[key] = src[1] if kept else self._next_port
+            self._next_port += 0 if kept else 7
         port = self._port_of[key]
-        self._contacted[port].add(dst)
+        self._internal_of.setdefault(port, src)
+        self._contacted.setdefault(port, set()).add(dst)
         return (self.public_ip, port)
 
     def inbound(self, src: Address, public_port: int) -> Address | None:
         """The private destination of a datagram from ``src``, or None if filtered (4.3)."""
         internal = self._internal_of.get(public_port)
         if internal is None:
+            self._unreplied.add((public_port, src))
             return None
         if self.kind is NatKind.FULL_CONE or src in self._contacted[public_port]:
             return internal
+        self._unreplied.add((public_port, src))
         return None
 
 
@@ -88,7 +100,11 @@ class Network:
     def send(self, src: Address, dst: Address, data: bytes, now: float) -> None:
         nat = self.nat_of[src]
         wire_src = nat.outbound(src, dst) if nat else src
-        self.in_flight.append(InFlight(now + self.latency, wire_src, dst, data))
+        flight = InFlight(now + self.latency, wire_src, dst, data)
+        if isinstance(data, OpeningPunch) and nat is not None:
+            self.dropped.append(flight)  # its TTL runs out beyond our NAT
+        else:
+            self.in_flight.append(flight)
         self.sent += 1
 
     def next_delivery(self) -> float | None:

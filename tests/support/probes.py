@@ -38,7 +38,7 @@ class ProbeActor(Actor):
         target = self.ctx.ref(msg.target)
         for seq in range(msg.count):
             target.tell(Probe(self.ctx.path, seq))
-        return target.ask(Probe(self.ctx.path, msg.count), timeout=120.0)
+        return target.ask(Probe(self.ctx.path, msg.count), timeout=600.0)
 
     def probe(self, msg: Probe) -> int:
         if msg.payload == b"poison":

@@ -22,6 +22,11 @@ def probe(name: str, workdir: str, **kw: Any) -> ChildSpec:
     return ChildSpec(name, "tests.support.probes:ProbeActor", **kw)
 
 
+def sender(workdir: str) -> ChildSpec:
+    """Tells a whole stream from one handler: a long message, on a loaded machine, by design."""
+    return probe("send", workdir, liveness=30.0)
+
+
 def spec(name: str, workdir: str) -> SupervisorSpec:
     trio = (probe("a", workdir), probe("b", workdir), probe("c", workdir))
     if name == "basic":
@@ -35,12 +40,12 @@ def spec(name: str, workdir: str) -> SupervisorSpec:
     if name == "stream":  # a sender, and a receiver that is killed again and again
         receiver = probe("recv", workdir, config={
             "record_to": os.path.join(workdir, "recv.rec"), "work_us": 30})
-        return SupervisorSpec("t", (probe("send", workdir), receiver), max_restarts=10_000,
+        return SupervisorSpec("t", (sender(workdir), receiver), max_restarts=10_000,
                               period=1.0, backoff=0.0)
     if name == "flood":  # a receiver whose every message costs 0.1 ms
         receiver = probe("recv", workdir, config={
             "record_to": os.path.join(workdir, "recv.rec"), "work_us": 100})
-        return SupervisorSpec("t", (probe("send", workdir), receiver))
+        return SupervisorSpec("t", (sender(workdir), receiver))
     if name == "slow":  # handlers that block for seconds, with the liveness to allow it
         return SupervisorSpec("t", (probe("a", workdir, liveness=10.0),))
     if name == "fragile":
