@@ -167,7 +167,7 @@ class Hub:
             session.send(wire.error(f"over {self.settings.rate_per_second:g} messages per "
                                     "second: message dropped", "rate_limited"))
             return
-        first, session.frames = session.frames == 0, session.frames + 1
+        nonce, session.nonce = session.nonce, ""  # good for the first message only
         try:
             message = wire.parse_client_message(frame)
         except DecodeError as bad:
@@ -175,7 +175,7 @@ class Hub:
                 session.send(wire.error(bad.reason, bad.code))
             return
         if isinstance(message, wire.IdentityProof):
-            return self.prove(session, message, first)
+            return self.prove(session, message, nonce)
         if self.may_speak(session):
             self.dispatch(session, message)
 
@@ -190,14 +190,13 @@ class Hub:
         self.refuse(session, f"worker id {session.worker_id} needs an identity_proof first")
         return False
 
-    def prove(self, session: Session, proof: wire.IdentityProof, first: bool) -> None:
-        if not first:
+    def prove(self, session: Session, proof: wire.IdentityProof, nonce: str) -> None:
+        if not nonce:
             session.send(wire.error("identity_proof must be the first message of a connection",
                                     "proof_too_late"))
             return
         try:
-            proven = verify_proof(proof.certificate, proof.signature, session.nonce,
-                                  session.worker_id)
+            proven = verify_proof(proof.certificate, proof.signature, nonce, session.worker_id)
         except (AuthError, DecodeError) as bad:
             return self.refuse(session, f"identity proof failed: {bad.reason}")
         if self.identities.on_proof(session.worker_id, proven, time.monotonic()) is \

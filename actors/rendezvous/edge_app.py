@@ -93,15 +93,20 @@ class Session:
     """One worker's live connection: a writer task drains its outbox in order, so a slow worker
     never blocks the edge; beside it, the ledger the registry and pairing actors rebuild from."""
 
+    # Thousands live at once: slots keep each one small.
+    __slots__ = ("worker_id", "connection_id", "websocket", "nonce", "proven", "admitted",
+                 "waiting", "deregistered", "observed_ip", "observed_port",
+                 "connected_since", "record", "peer", "punch_token", "ready_order", "rate",
+                 "burst", "tokens", "refilled", "closing", "outbox", "writer")
+
     def __init__(self, worker_id: str, connection_id: int, websocket: WebSocket, ip: str,
                  port: int | None, settings: EdgeSettings, nonce: str = "") -> None:
         self.worker_id, self.connection_id, self.websocket = worker_id, connection_id, websocket
-        self.nonce = nonce  # this connection's identity challenge
+        self.nonce = nonce  # this connection's identity challenge, until its first message
         self.proven: str | None = None  # the fingerprint its identity_proof proved
         self.admitted = False  # holds its worker id (told to the registry)
         self.waiting = False  # must prove before it is admitted
         self.deregistered = False
-        self.frames = 0
         self.observed_ip, self.observed_port = ip, port
         self.connected_since = time.time()
         self.record: dict[str, Any] | None = None  # the registry's, as it last told us

@@ -76,7 +76,7 @@ class Admission(Enum):
     REFUSE = "refuse"  # a different key owns the id
 
 
-@dataclass
+@dataclass(slots=True)
 class Owner:
     fingerprint: str
     released_at: float | None = None  # when its last connection closed; None while live
