@@ -60,6 +60,6 @@ def demo(http_port: int = 0, stun_port: int = 0) -> Demo:
         finally:
             shutil.rmtree(cert_dir, ignore_errors=True)
         workers.append(worker_spec(settings, name=name))
-        uis[name] = f"http://{HOST}:{ui_port}/"
+        uis[name] = settings.ui_url
     spec = SupervisorSpec("demo", (rendezvous_spec(HOST, http_port, stun_port), *workers))
     return Demo(spec, url, uis)

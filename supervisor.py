@@ -74,7 +74,11 @@ def cmd_rendezvous(args: argparse.Namespace) -> int:
     proxies = [p for p in os.environ.get("RENDEZVOUS_TRUSTED_PROXIES", "").split(",") if p]
     spec = rendezvous_spec(args.host, args.port, args.stun_port, trusted_proxies=proxies,
                            token=os.environ.get("RENDEZVOUS_TOKEN") or None,
-                           max_workers=args.max_workers)
+                           max_workers=args.max_workers,
+                           admin_token=os.environ.get("RENDEZVOUS_ADMIN_TOKEN") or None,
+                           per_address=env_int("RENDEZVOUS_MAX_PER_ADDRESS", 256),
+                           allow_unproven=os.environ.get("RENDEZVOUS_ALLOW_UNPROVEN_IDS",
+                                                         "1") not in ("0", "false", "no"))
     return run_root(spec, rundir=args.rundir, log_level=args.log_level,
                     on_ready=lambda tree: announce(f"rendezvous on http://{args.host}:{args.port}"
                                                    f" (STUN udp {args.stun_port})", tree))
@@ -91,7 +95,13 @@ WORKER_FLAGS = {  # flag -> (the original's environment variable it stands for, 
     "ping_timeout": ("PING_TIMEOUT_SEC", "how long a keepalive may go unanswered (default 25)"),
     "worker_id": ("WORKER_ID", "1-64 of [A-Za-z0-9_-] (default: a new UUID)"),
     "udp_host": ("UDP_HOST", "address the UDP socket binds (default 0.0.0.0)"),
-    "ui_host": ("UI_HOST", "address the web UI binds (default 0.0.0.0)"),
+    "ui_host": ("UI_HOST", "address the web UI binds (default 127.0.0.1; any other needs "
+                           "UI_TOKEN)"),
+    "ui_token": ("UI_TOKEN", "the UI's access token (default: a new one, printed in the URL)"),
+    "ui_allowed_origins": ("UI_ALLOWED_ORIGINS",
+                           "other origins allowed on /ui_ws, comma-separated (default none)"),
+    "peer_fingerprints": ("PEER_FINGERPRINTS", "accept only peers with these certificate "
+                          "fingerprints (comma-separated, or a file of them)"),
     "ip_echo_url": ("IP_ECHO_URL", "where to learn the public IP (default: rendezvous /whoami)"),
 }
 
@@ -103,8 +113,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = from_env(cert_dir=args.cert_dir,
                         **{env: getattr(args, flag) for flag, (env, _) in WORKER_FLAGS.items()})
-    ui = f"http://{'127.0.0.1' if settings.ui_host == '0.0.0.0' else settings.ui_host}:" \
-         f"{settings.ui_port}/"
+    ui = settings.ui_url
     return run_root(worker_spec(settings), rundir=args.rundir, log_level=args.log_level,
                     on_ready=lambda tree: announce(
                         f"worker {settings.worker_id} (certificate {settings.fingerprint[:16]}…)"

@@ -2,10 +2,12 @@
 
     python bench/rendezvous.py [N ...]        (default: 1000 5000 10000, as the fd limit allows)
 
-For each N: registrations per second (connect + ``update_udp_endpoint`` acknowledged, all N at
-once), the time from a pair's second endpoint to both offers delivered (p50, p99; one pair at a
-time, so first-come-first-served pairing pairs exactly those two), and memory per connection of
-the edge process, against a bare ``websockets`` server holding the same N connections.
+For each N: registrations per second (connect + identity proof accepted +
+``register_public_ip``, all N at once; every worker signs the service's challenge with a key of
+its own), the time from a pair's second endpoint to both offers delivered (p50, p99; one pair
+at a time, so first-come-first-served pairing pairs exactly those two), and memory per
+connection of the edge process, against a bare ``websockets`` server holding the same N
+connections.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ from websockets.asyncio.client import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from protocol.certs import generate_self_signed  # noqa: E402
+from protocol.rendezvous.client_wire import identity_proof  # noqa: E402
+from protocol.rendezvous.identity import CHALLENGE_HEADER  # noqa: E402
+
 BARE_SERVER = """
 import asyncio, sys
 from websockets.asyncio.server import serve
@@ -46,8 +53,9 @@ def rss_kib(pid: int) -> int:
 
 
 def start_rendezvous(workdir: str, n: int) -> tuple[subprocess.Popen[str], int, int]:
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "rdv_tree.py"), workdir,
-                             "--max-workers", str(n + 10)], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "support" / "rdv_tree.py"),
+                             workdir, "--max-workers", str(n + 10),
+                             "--tune", f"per_address={n + 10}"], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
     assert proc.stdout is not None
     port = int(proc.stdout.readline().split()[1])
@@ -64,11 +72,16 @@ IN_FLIGHT = 500
 
 
 async def register(url: str, n: int) -> tuple[list[Any], float]:
+    """Every worker proves its own key (identity_proof) before it registers."""
     gate = asyncio.Semaphore(IN_FLIGHT)
+    identities = [generate_self_signed(f"w{i}") for i in range(n)]
 
     async def one(i: int) -> Any:
         async with gate:
             ws = await connect(f"{url}/ws/register/w{i}", open_timeout=60, ping_interval=None)
+        nonce = ws.response.headers[CHALLENGE_HEADER]
+        await ws.send(json.dumps(identity_proof(f"w{i}", nonce, *identities[i])))
+        await until(ws, "identity_accepted")
         await ws.send(json.dumps({"type": "register_public_ip", "ip": "198.51.100.1"}))
         return ws
 
@@ -97,6 +110,16 @@ async def until(ws: Any, kind: str) -> None:
         pass
 
 
+def time_listing(port: int) -> float:
+    """Milliseconds for one whole ``/debug/list_workers`` (every worker)."""
+    import urllib.request
+
+    started = time.perf_counter()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/debug/list_workers", timeout=60) as r:
+        r.read()
+    return (time.perf_counter() - started) * 1000
+
+
 async def bare_baseline(n: int) -> float:
     proc = subprocess.Popen([sys.executable, "-c", BARE_SERVER], stdout=subprocess.PIPE,
                             text=True)
@@ -120,6 +143,7 @@ async def bench(n: int) -> dict[str, Any]:
             sockets, rate = await register(f"ws://127.0.0.1:{port}", n)
             await asyncio.sleep(0.5)
             per_connection = (rss_kib(edge_pid) - before) / n
+            listing_ms = await asyncio.to_thread(time_listing, port)
             latencies = sorted(await offer_latencies(sockets))
             await asyncio.gather(*(ws.close() for ws in sockets))
         finally:
@@ -130,6 +154,7 @@ async def bench(n: int) -> dict[str, Any]:
             "offer_p50_ms": round(statistics.median(latencies) * 1000, 2),
             "offer_p99_ms": round(p99 * 1000, 2),
             "edge_kib_per_connection": round(per_connection, 1),
+            "list_workers_ms": round(listing_ms, 1),
             "bare_kib_per_connection": round(await bare_baseline(n), 1)}
 
 

@@ -292,8 +292,8 @@ class DemoProcess:
             text = self.stdout_log.read_text()
             if "demo running" in text:
                 for line in text.splitlines():
-                    if m := re.match(r"worker (\w+) UI:\s+(\S+)", line):
-                        self.ui[m[1]] = m[2].rstrip("/")
+                    if m := re.match(r"worker (\w+) UI:\s+(\S+)/\?token=(\S+)", line):
+                        self.ui[m[1]], self.tokens[m[1]] = m[2], m[3]
                     elif m := re.match(r"rendezvous service: (\S+)/debug", line):
                         self.rendezvous = m[1]
                 if set(WORKERS) <= self.ui.keys():
@@ -309,7 +309,7 @@ class DemoProcess:
             self.known.setdefault(pid, start_time(pid))
 
     def ws_url(self, name: str) -> str:
-        return self.ui[name].replace("http://", "ws://") + "/ui_ws"
+        return self.ui[name].replace("http://", "ws://") + f"/ui_ws?token={self.tokens[name]}"
 
     def stop(self) -> list[dict[str, Any]]:
         """SIGINT, then SIGKILL after STOP_TIMEOUT; then any descendant still alive is killed.

@@ -16,7 +16,7 @@ from typing import Any
 import websockets
 
 from lab.netns import connect_in
-from lab.services import UI_PORT, http_get
+from lab.services import UI_PORT, UI_TOKEN, http_get
 
 Event = dict[str, Any]
 Match = Callable[[Event], bool]
@@ -53,7 +53,7 @@ class Page:
 @asynccontextmanager
 async def page(ns: str) -> AsyncIterator[Page]:
     sock = await asyncio.to_thread(connect_in, ns, "127.0.0.1", UI_PORT)
-    async with websockets.connect(f"ws://127.0.0.1:{UI_PORT}/ui_ws", sock=sock,
+    async with websockets.connect(f"ws://127.0.0.1:{UI_PORT}/ui_ws?token={UI_TOKEN}", sock=sock,
                                   max_size=2**20, open_timeout=10) as ws:
         yield Page(ws)
 
@@ -85,7 +85,7 @@ def describe(e: Event) -> str:
 def snapshot(ns: str) -> dict[str, Any]:
     """``/health`` and the states of ``/api/tree``."""
     health = http_get(ns, "127.0.0.1", UI_PORT, "/health")
-    tree = http_get(ns, "127.0.0.1", UI_PORT, "/api/tree")
+    tree = http_get(ns, "127.0.0.1", UI_PORT, f"/api/tree?token={UI_TOKEN}")
     states = {n["path"].rsplit("/", 1)[-1]: n["state"] for n in tree} if isinstance(tree, list) \
         else tree
     return {"health": health.get("status"), "actors": states}

@@ -21,6 +21,7 @@ from lab.topology import OTHER_IP, RENDEZVOUS_IP
 
 ROOT = Path(__file__).resolve().parent.parent
 HTTP_PORT, STUN_PORT, UDP_PORT, UI_PORT = 8080, 3478, 8081, 8080
+UI_TOKEN = "lab-ui-token-not-secret"  # each worker's UI is reachable only inside its namespace
 STUND_PORT, STUND_OTHER_PORT = 3479, 3480  # beside the embedded responder's 3478
 STUND = "/usr/sbin/stund"
 
@@ -97,6 +98,7 @@ def worker(name: str, ns: str, workdir: Path, use_stund: bool = False) -> Servic
         sys.executable, "supervisor.py", "worker",
         "--rendezvous-url", f"http://{RENDEZVOUS_IP}:{HTTP_PORT}", "--worker-id", name,
         "--udp-port", str(UDP_PORT), "--port", str(UI_PORT), "--ui-host", "127.0.0.1",
+        "--ui-token", UI_TOKEN,
         "--cert-dir", str(home), "--rundir", str(home / "run"), *stun], workdir)
 
 

@@ -155,25 +155,6 @@ class LedgerRequest:
     limit: int = PAGE_SIZE
 
 
-@message(Tag.RECORDS_PAGE_REQUEST)
-@dataclass(frozen=True, slots=True)
-class RecordsPageRequest:
-    """Ask the registry for ``/debug/list_workers`` entries: ``{"workers": {...}, "more":
-    bool}``."""
-
-    offset: int
-    limit: int = PAGE_SIZE
-
-
-@message(Tag.PAIRING_PAGE_REQUEST)
-@dataclass(frozen=True, slots=True)
-class PairingPageRequest:
-    """Ask the pairing actor for ``{"ready_list": [...], "pairs": [...], "more": bool}``."""
-
-    offset: int
-    limit: int = PAGE_SIZE
-
-
 @message(Tag.STUN_STATS_REQUEST)
 @dataclass(frozen=True, slots=True)
 class StunStatsRequest:

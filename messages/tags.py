@@ -56,6 +56,5 @@ class Tag(IntEnum):
     PAIR_REQUEST = 111
     DELIVER = 112
     LEDGER_REQUEST = 113
-    RECORDS_PAGE_REQUEST = 114
-    PAIRING_PAGE_REQUEST = 115
+    # 114, 115: retired (the listing's page asks; the edge builds it from its ledger)
     STUN_STATS_REQUEST = 116

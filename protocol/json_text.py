@@ -4,7 +4,8 @@ datagrams). Each caller names what it parses and its size limit, and checks the 
 
 It raises only ``DecodeError`` (``FrameTooLarge`` for size): the size is checked before
 ``json.loads`` runs, nesting too deep for the parser is refused, and so are NaN and Infinity,
-which are not JSON (RFC 8259 section 6) and could not be sent on as JSON.
+which are not JSON (RFC 8259 section 6) and could not be sent on as JSON, and so are strings
+holding a lone surrogate (``"\\ud800"`` decodes to one), which no UTF-8 frame can carry on.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ def json_object(text: str | bytes, *, what: str, limit: int) -> dict[str, Any]:
         raise DecodeError(f"{what} must be JSON; this is not valid JSON: {bad_json}") from None
     if not isinstance(obj, dict):
         raise DecodeError(f"{what} must be a JSON object, got {type(obj).__name__}")
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise DecodeError(f"{what} holds a string that is not valid Unicode "
+                          "(a lone surrogate)") from None
     return obj
 
 

@@ -19,9 +19,7 @@ from typing import Any
 from actors.actor import Actor
 from actors.rendezvous import read_ledger
 from messages.rendezvous import (
-    PAGE_SIZE,
     Deliver,
-    PairingPageRequest,
     PairRequest,
     WorkerGone,
     WorkerReady,
@@ -69,8 +67,6 @@ class PairingActor(Actor):
         if isinstance(msg, PairRequest):
             return self.deliver(self.table.connect_request(msg.worker_id, msg.peer_worker_id),
                                 {msg.worker_id: msg.connection_id})
-        if isinstance(msg, PairingPageRequest):
-            return self.page(msg.offset, msg.limit)
         return super().on_receive(msg)
 
     def ready(self, msg: WorkerReady) -> None:
@@ -102,14 +98,6 @@ class PairingActor(Actor):
                     connection_id = known.get(out.worker_id)
                 if connection_id is not None:
                     self.edge.tell(Deliver(out.worker_id, connection_id, out.message))
-
-    def page(self, offset: int, limit: int) -> dict[str, Any]:
-        limit = max(1, min(limit, PAGE_SIZE))
-        listing = self.table.listing()
-        ready, pairs = listing["ready_list"], listing["pairs"]
-        end = offset + limit
-        return {"ready_for_pairing_count": len(ready), "ready_list": ready[offset:end],
-                "pairs": pairs[offset:end], "more": end < max(len(ready), len(pairs))}
 
 
 def outbound(event: PairingEvent) -> tuple[Any, ...]:

@@ -15,7 +15,6 @@ from actors.actor import Actor
 from actors.rendezvous import read_ledger
 from messages.errors import IllegalTransition, PeerError, UsageError
 from messages.rendezvous import (
-    PAGE_SIZE,
     CloseWorker,
     DeregisterRequested,
     EdgeStarted,
@@ -23,7 +22,6 @@ from messages.rendezvous import (
     PairRequest,
     PeerRequested,
     PublicIpReported,
-    RecordsPageRequest,
     WorkerConnected,
     WorkerDisconnected,
     WorkerGone,
@@ -87,8 +85,6 @@ class RegistryActor(Actor):
             return self.disconnected(msg.worker_id, msg.connection_id)
         if isinstance(msg, EdgeStarted):
             return self.edge_started(msg.first_connection_id)
-        if isinstance(msg, RecordsPageRequest):
-            return self.page(msg.offset, msg.limit)
         return super().on_receive(msg)
 
     def connected(self, msg: WorkerConnected) -> None:
@@ -136,12 +132,6 @@ class RegistryActor(Actor):
             self.disconnected(worker_id, connection_id)
         if dead:
             log.warning("dropped the connections of a dead edge", extra={"workers": len(dead)})
-
-    def page(self, offset: int, limit: int) -> dict[str, Any]:
-        limit = max(1, min(limit, PAGE_SIZE))
-        entries = list(self.registry.listing()["workers"].items())
-        return {"workers": dict(entries[offset:offset + limit]), "total": len(entries),
-                "more": offset + limit < len(entries)}
 
     def reply(self, worker_id: str, connection_id: int, payload: dict[str, Any]) -> None:
         self.edge.tell(WorkerUpdate(worker_id, connection_id, None, payload))

@@ -24,9 +24,13 @@ PRELOAD = ("actors.rendezvous.edge", "actors.rendezvous.registry", "actors.rende
 
 def rendezvous_spec(host: str, port: int, stun_port: int, *, token: str | None = None,
                     trusted_proxies: Sequence[str] = (),
-                    max_workers: int = MAX_WORKERS) -> SupervisorSpec:
+                    max_workers: int = MAX_WORKERS, admin_token: str | None = None,
+                    allow_unproven: bool = True, **edge_tuning: float) -> SupervisorSpec:
+    """``edge_tuning``: identity_grace, identity_window, header_timeout, per_address."""
     limits = {"max_workers": max_workers}
-    edge_config = limits | {"token": token, "trusted_proxies": list(trusted_proxies)}
+    edge_config = limits | edge_tuning | {
+        "token": token, "admin_token": admin_token, "allow_unproven": allow_unproven,
+        "trusted_proxies": list(trusted_proxies)}
     return SupervisorSpec("rendezvous", (
         ChildSpec("registry", "actors.rendezvous.registry:RegistryActor", config=limits),
         ChildSpec("pairing", "actors.rendezvous.pairing:PairingActor"),

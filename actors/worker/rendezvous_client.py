@@ -7,6 +7,12 @@ It connects to ``{rendezvous_url}/ws/register/{worker_id}`` (with ``Authorizatio
 connection is retried for ever with exponential backoff and jitter, so after a rendezvous restart
 the worker re-registers by itself; a graceful stop sends ``explicit_deregister`` first.
 
+Identity: when the handshake carries the service's ``X-Identity-Challenge``, the first message
+is ``identity_proof`` (the certificate and a signature over the challenge with its key), so the
+service binds our worker id to our key and nobody else can take it over. With config
+``peer_fingerprints`` (out-of-band pins) an offer whose peer fingerprint is not among them is
+refused, so a compromised rendezvous service cannot introduce a stranger.
+
 Offers go to ``udp`` and ``quic`` as ``PeerOffer``; ``peer_disconnected`` as ``PeerGone``. What
 the service sends is decoded by ``protocol.rendezvous.client_wire``.
 
@@ -33,6 +39,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from actors.actor import Actor
+from actors.worker.settings import as_bytes
 from messages.errors import ActorError, DecodeError
 from messages.worker import (
     PathStatus,
@@ -44,7 +51,13 @@ from messages.worker import (
     UiEvent,
 )
 from protocol.rendezvous import wire
-from protocol.rendezvous.client_wire import MAX_MESSAGE, offer_from_json, server_message
+from protocol.rendezvous.client_wire import (
+    MAX_MESSAGE,
+    identity_proof,
+    offer_from_json,
+    server_message,
+)
+from protocol.rendezvous.identity import CHALLENGE_HEADER
 
 logger = logging.getLogger(__name__)
 
@@ -143,8 +156,15 @@ class RendezvousClient(Actor):
             self.lost(f"closed by the service: {ws.close_code} {ws.close_reason}".strip())
 
     async def register(self, ws: ClientConnection) -> None:
-        """register_public_ip goes first, as in the original; then the endpoint, if known."""
+        """identity_proof first (if challenged), then register_public_ip, as in the original;
+        then the endpoint, if known."""
         self.state.update(connected=True, registered=False, last_error="")
+        nonce = ws.response.headers.get(CHALLENGE_HEADER) if ws.response else None
+        if nonce and self.ctx.config.get("key_pem"):
+            cfg = self.ctx.config
+            await ws.send(wire.encode(identity_proof(self.worker_id, nonce,
+                                                     as_bytes(cfg["cert_pem"]),
+                                                     as_bytes(cfg["key_pem"]))))
         self.ui_status("connected", "connected to the rendezvous service")
         ip = self.state["public_ip"] = await self.public_ip()
         if ip is not None:
@@ -209,7 +229,15 @@ class RendezvousClient(Actor):
         self.ui_status("registered", f"registered with UDP endpoint {self.endpoint}")
 
     def offered(self, obj: dict[str, Any]) -> None:
-        self.offer = offer = PeerOffer(**dataclasses.asdict(offer_from_json(obj, self.worker_id)))
+        offer = PeerOffer(**dataclasses.asdict(offer_from_json(obj, self.worker_id)))
+        pins = self.ctx.config.get("peer_fingerprints") or ()
+        if pins and offer.peer_fingerprint not in pins:
+            logger.warning("offer refused: peer fingerprint not pinned",
+                           extra={"peer": offer.peer_id, "fingerprint": offer.peer_fingerprint})
+            self.ui({"type": "error", "message": f"offer from the rendezvous refused: peer "
+                                                 f"{offer.peer_id} has no pinned fingerprint"})
+            return
+        self.offer = offer
         self.ctx.ref("udp").tell(offer)
         self.ctx.ref("quic").tell(offer)
         self.ui({"type": "p2p_status_update", "peer_id": offer.peer_id,
@@ -226,6 +254,10 @@ class RendezvousClient(Actor):
         self.ctx.ref("quic").tell(PeerGone(peer_id, reason))
         self.ui({"type": "p2p_status_update", "peer_id": peer_id,
                  "message": f"peer {peer_id} left the rendezvous ({reason})"})
+
+    def identified(self, obj: dict[str, Any]) -> None:
+        logger.info("the service accepted our identity",
+                    extra={"fingerprint": str(obj.get("cert_fingerprint"))[:64]})
 
     def refused(self, obj: dict[str, Any]) -> None:
         self.ui({"type": "error", "message": f"rendezvous: {str(obj.get('message'))[:300]}"})
@@ -246,5 +278,6 @@ class RendezvousClient(Actor):
 HANDLERS = {"udp_endpoint_ack": RendezvousClient.acknowledged,
             "p2p_connection_offer": RendezvousClient.offered,
             "peer_disconnected": RendezvousClient.peer_left,
-            "error": RendezvousClient.refused, "echo_response": RendezvousClient.echoed}
+            "error": RendezvousClient.refused, "echo_response": RendezvousClient.echoed,
+            "identity_accepted": RendezvousClient.identified}
 

@@ -6,7 +6,9 @@ Every setting is checked here, once, so a missing or malformed one is a one-line
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import secrets
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,10 +42,21 @@ class WorkerSettings:
     fingerprint: str
     benchmark_url: str = ""  # BENCHMARK_GCS_URL: the default download of a url run
     benchmark_file: str = ""  # BENCHMARK_FILE: the file of a file run
+    ui_token: str = ""  # required by the UI's page, API and WebSocket
+    ui_allowed_origins: tuple[str, ...] = ()  # besides the UI's own origin
+    peer_fingerprints: tuple[str, ...] = ()  # out-of-band pins: only these peers (if any)
+
+
+    @property
+    def ui_url(self) -> str:
+        """The UI's address with its token, as printed at start (as Jupyter does)."""
+        host = "127.0.0.1" if self.ui_host in ("0.0.0.0", "") else self.ui_host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.ui_port}/?token={self.ui_token}"
 
     def config(self, *, signs: bool = False) -> dict[str, Any]:
         """What a worker actor receives as ``ctx.config``; the private key only if it ``signs``
-        (quic: the TLS handshake and the client proof)."""
+        (quic: the TLS handshake and the client proof; rendezvous_client: the identity proof)."""
         config = asdict(self)
         if not signs:
             del config["key_pem"]
@@ -51,6 +64,41 @@ class WorkerSettings:
 
     def __repr__(self) -> str:  # never print the key
         return f"WorkerSettings(worker_id={self.worker_id!r}, rendezvous={self.rendezvous_url!r})"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def ui_token(env: dict[str, str], ui_host: str) -> str:
+    """``UI_TOKEN``, or a fresh one; a UI on a non-loopback address needs one set on purpose
+    (a generated token would be printed only to whoever started the worker: still safe, but
+    an address anyone can reach must be a deliberate choice)."""
+    token = env.get("UI_TOKEN", "")
+    if not token and not is_loopback(ui_host):
+        raise ConfigError(f"UI_HOST={ui_host!r} is not a loopback address: set UI_TOKEN too "
+                          "(anyone who can reach the UI could drive the worker)")
+    if token and len(token) < 16:
+        raise ConfigError("UI_TOKEN must be at least 16 characters")
+    return token or secrets.token_urlsafe(24)
+
+
+def pinned_fingerprints(raw: str) -> tuple[str, ...]:
+    """``PEER_FINGERPRINTS``: comma-separated SHA-256 fingerprints, or the path of a file of
+    them (one a line, ``#`` comments)."""
+    if raw and os.path.isfile(raw):
+        with open(raw) as lines:
+            raw = ",".join(line.split("#")[0] for line in lines)
+    pins = [item.strip().replace(":", "").lower() for item in raw.split(",") if item.strip()]
+    for pin in pins:
+        if len(pin) != 64 or any(c not in "0123456789abcdef" for c in pin):
+            raise ConfigError(f"PEER_FINGERPRINTS: {pin[:70]!r} is not a SHA-256 fingerprint")
+    return tuple(pins)
 
 
 @dataclass(frozen=True)
@@ -161,6 +209,7 @@ def from_env(env: dict[str, str] | None = None, *, cert_dir: str = ".",
         raise ConfigError(f"WORKER_ID: {exc.reason}") from None
     cert_pem, key_pem = load_or_create(str(Path(cert_dir) / "cert.pem"),
                                        str(Path(cert_dir) / "key.pem"))
+    ui_host = env.get("UI_HOST") or "127.0.0.1"  # the UI drives the worker: local by default
     port = lambda name, default: number(name, env.get(name), default, whole=True,  # noqa: E731
                                         low=0, high=65535)
     seconds = lambda name, default: number(name, env.get(name), default, whole=False,  # noqa: E731
@@ -170,11 +219,15 @@ def from_env(env: dict[str, str] | None = None, *, cert_dir: str = ".",
         stun_host=env.get("STUN_HOST") or (urlsplit(base).hostname or ""),
         stun_port=port("STUN_PORT", DEFAULT_STUN_PORT),
         udp_host=env.get("UDP_HOST", "0.0.0.0"), udp_port=port("INTERNAL_UDP_PORT", 8081),
-        ui_host=env.get("UI_HOST", "0.0.0.0"), ui_port=port("PORT", 8080),
+        ui_host=ui_host, ui_port=port("PORT", 8080),
         ping_interval=seconds("PING_INTERVAL_SEC", 25.0),
         ping_timeout=seconds("PING_TIMEOUT_SEC", 25.0),
         ip_echo_url=env.get("IP_ECHO_URL", ""), token=env.get("RENDEZVOUS_TOKEN", ""),
         cert_pem=cert_pem, key_pem=key_pem, fingerprint=fingerprint(cert_pem),
         benchmark_url=benchmark_url(env.get("BENCHMARK_GCS_URL", "")),
         benchmark_file=env.get("BENCHMARK_FILE", ""),
+        ui_token=ui_token(env, ui_host),
+        ui_allowed_origins=tuple(o.strip() for o in env.get("UI_ALLOWED_ORIGINS", "").split(",")
+                                 if o.strip()),
+        peer_fingerprints=pinned_fingerprints(env.get("PEER_FINGERPRINTS", "")),
     )

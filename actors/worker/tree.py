@@ -33,7 +33,7 @@ def worker_spec(settings: WorkerSettings, name: str = "worker") -> SupervisorSpe
               sockets={"udp": SocketSpec("udp", settings.udp_host, settings.udp_port)}),
         actor("stun", "StunActor"),
         actor("quic", "QuicActor", signs=True),
-        actor("rendezvous_client", "RendezvousClient"),
+        actor("rendezvous_client", "RendezvousClient", signs=True),  # the identity proof
         actor("benchmark", "BenchmarkActor"),
         actor("ui", "UiActor",
               sockets={"http": SocketSpec("tcp", settings.ui_host, settings.ui_port)}),

@@ -22,7 +22,7 @@ from actors.actor import Actor, Ref
 from actors.web import HostedApp
 from actors.worker.benchmark import cancel_command, start_command
 from actors.worker.driver import load_state, save_state, state_file
-from actors.worker.ui_app import WS_MAX_SIZE, UiApp, UiClient, UiHub, error
+from actors.worker.ui_app import WS_MAX_SIZE, UiApp, UiClient, UiGuard, UiHub, error
 from messages.errors import ActorError, DecodeError
 from messages.runtime import RestartChild, Subscribe, TreeEvent, TreeRequest
 from messages.worker import (
@@ -66,6 +66,9 @@ class UiActor(Actor):
         self.worker_id: str = self.ctx.config.get("worker_id", "")
         self.page = PAGE.read_text() if PAGE.exists() else "<h1>ui/index.html is missing</h1>"
         self.hub = UiHub()
+        # No token in the config: nobody can use the UI (never an open one by mistake).
+        self.guard = UiGuard(self.ctx.config.get("ui_token") or "",
+                             tuple(self.ctx.config.get("ui_allowed_origins") or ()))
         self.link = LinkState()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.supervisor = self.ctx.parent

@@ -4,12 +4,22 @@ UI clients, and the parser of the original's ``/ui_ws`` commands.
 Each UI client has a bounded queue and one writer task, so a browser that stops reading never
 blocks the actor: when its queue is full it is dropped (its socket closed), and the others carry
 on. ``UiActor`` (``actors.worker.ui``) is the backend the app calls into.
+
+The UI drives the worker (chat as it, restart its actors), so other web pages must not reach it
+(``UiGuard``): the page, ``/api/tree`` and ``/ui_ws`` need the worker's UI token (``?token=``
+in the URL the worker prints, ``Authorization: Bearer``, or the cookie the page sets:
+``HttpOnly; SameSite=Strict``, named after the port so two workers on one host do not clash);
+``/ui_ws`` also refuses a browser's ``Origin`` other than the UI's own (or an allowed one).
+Every response forbids framing (``frame-ancestors 'none'``) and the page runs under a
+Content-Security-Policy that allows only its own scripts (no inline script, no eval).
+``/health`` and the page's static assets stay open.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -17,7 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected
@@ -64,10 +74,6 @@ def encode(payload: dict[str, Any]) -> str:
 def parse_command(text: str) -> dict[str, Any]:
     """A command from a UI client, checked; raises ``DecodeError`` (or a subclass) on bad input."""
     command = json_object(text, what="a command", limit=MAX_UI_FRAME)
-    try:  # "\ud800" escapes decode to lone surrogates, which no message can carry on
-        json.dumps(command, ensure_ascii=False).encode()
-    except UnicodeEncodeError:
-        raise DecodeError("a command must be valid Unicode") from None
     kind = command.get("type")
     if not isinstance(kind, str) or kind not in COMMAND_FIELDS:
         raise UnknownMessage(f"unknown command type {str(kind)[:40]!r}")
@@ -132,10 +138,67 @@ class UiHub:
             self.discard(client)
 
 
+CLOSE_POLICY = 1008  # RFC 6455 section 7.4.1: policy violation (before accept: HTTP 403)
+
+
+class UiGuard:
+    """Who may use the UI: the token, and on ``/ui_ws`` the browser's Origin."""
+
+    def __init__(self, token: str, allowed_origins: tuple[str, ...] = ()) -> None:
+        self.token = token
+        self.allowed_origins = set(allowed_origins)
+
+    @staticmethod
+    def cookie_name(connection: HTTPConnection) -> str:
+        return f"ui_token_{connection.url.port or 80}"
+
+    def presented(self, connection: HTTPConnection) -> str:
+        bearer = connection.headers.get("authorization", "")
+        if bearer.lower().startswith("bearer "):
+            return bearer[7:].strip()
+        return (connection.query_params.get("token")
+                or connection.cookies.get(self.cookie_name(connection), ""))
+
+    def token_ok(self, connection: HTTPConnection) -> bool:
+        return bool(self.token) and hmac.compare_digest(
+            self.presented(connection).encode(), self.token.encode())
+
+    def origin_ok(self, connection: HTTPConnection) -> bool:
+        """No Origin (not a browser: the token decides), the UI's own, or an allowed one."""
+        origin = connection.headers.get("origin")
+        if origin is None:
+            return True
+        own = f"{'https' if connection.url.scheme in ('https', 'wss') else 'http'}://" \
+              f"{connection.headers.get('host', '')}"
+        return origin == own or origin in self.allowed_origins
+
+
+# On every response: no framing (old browsers: X-Frame-Options), no sniffing, and no Referer
+# that could carry the token in the page's URL elsewhere.
+SECURITY_HEADERS = {"X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff",
+                    "Referrer-Policy": "no-referrer",
+                    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'"}
+
+
+# The page's own scripts, styles and icon only (no inline script, no eval), its own socket, and
+# no framing.
+PAGE_HEADERS = {"Cache-Control": "no-store", "Content-Security-Policy": (
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'")}
+
+
+def unauthorized() -> Response:
+    return JSONResponse(error("open the UI with the URL the worker printed (it holds the "
+                              "token), or send Authorization: Bearer <UI_TOKEN>"),
+                        status_code=401, headers=SECURITY_HEADERS)
+
+
 class UiBackend(Protocol):
     worker_id: str
     page: str
     hub: UiHub
+    guard: UiGuard
 
     def init_info(self) -> dict[str, Any]: ...
 
@@ -166,7 +229,14 @@ class UiApp:
         self.backend.hub.close()
 
     async def index(self, request: Request) -> Response:
-        return HTMLResponse(self.backend.page, headers={"Cache-Control": "no-store"})
+        guard = self.backend.guard
+        if not guard.token_ok(request):
+            return unauthorized()
+        response = HTMLResponse(self.backend.page, headers=SECURITY_HEADERS | PAGE_HEADERS)
+        # The page's own fetches and WebSocket carry the token from here on (same site only).
+        response.set_cookie(guard.cookie_name(request), guard.token, httponly=True,
+                            samesite="strict", path="/")
+        return response
 
     async def asset(self, request: Request) -> Response:
         name, media_type = ASSETS[request.url.path]
@@ -174,19 +244,30 @@ class UiApp:
             body = (UI_DIR / name).read_bytes()
         except OSError:
             return Response(f"ui/{name} is missing", status_code=404, media_type="text/plain")
-        return Response(body, media_type=media_type, headers={"Cache-Control": "no-cache"})
+        return Response(body, media_type=media_type,
+                        headers=SECURITY_HEADERS | {"Cache-Control": "no-cache"})
 
     async def health(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok", "worker_id": self.backend.worker_id})
+        return JSONResponse({"status": "ok", "worker_id": self.backend.worker_id},
+                            headers=SECURITY_HEADERS)
 
     async def tree(self, request: Request) -> Response:
+        if not self.backend.guard.token_ok(request):
+            return unauthorized()
         try:
-            return JSONResponse(await self.backend.tree())
+            return JSONResponse(await self.backend.tree(), headers=SECURITY_HEADERS)
         except ActorError as exc:  # the supervisor is busy (restarting) or gone
-            return JSONResponse(error(exc.reason), status_code=503)
+            return JSONResponse(error(exc.reason), status_code=503, headers=SECURITY_HEADERS)
 
     async def ui_ws(self, websocket: WebSocket) -> None:
         """One session: init_info first, then commands until either side goes away."""
+        guard = self.backend.guard
+        if not guard.origin_ok(websocket) or not guard.token_ok(websocket):
+            log.warning("UI WebSocket refused", extra={
+                "origin": str(websocket.headers.get("origin"))[:100],
+                "token": "valid" if guard.token_ok(websocket) else "missing or wrong"})
+            await websocket.close(CLOSE_POLICY)  # before accept: the handshake gets HTTP 403
+            return
         await websocket.accept()
         hub = self.backend.hub
         client = hub.add(websocket)

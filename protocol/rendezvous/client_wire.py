@@ -11,14 +11,19 @@ the client, as both sides compute) and no ``punch_token`` (one is derived from b
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives.serialization import Encoding
+
 from messages.errors import DecodeError
+from protocol.certs import load_certificate, sign_challenge
 from protocol.json_text import json_object
 from protocol.rendezvous import wire
+from protocol.rendezvous.identity import NONCE_BYTES, signed_bytes
 from protocol.rendezvous.pairing import quic_role
 from protocol.udp import TOKEN_SIZE
 
@@ -69,6 +74,16 @@ def offer_from_json(obj: dict[str, Any], worker_id: str) -> Offer:
     return Offer(peer_id, host, port, role, fingerprint and fingerprint.lower(), token.lower())
 
 
+def identity_proof(worker_id: str, nonce: str, cert_pem: bytes, key_pem: bytes) -> dict[str, Any]:
+    """The ``identity_proof`` answering the service's ``X-Identity-Challenge`` ``nonce``."""
+    if len(nonce) != 2 * NONCE_BYTES or not is_hex(nonce):
+        raise DecodeError(f"the service's identity challenge is not {NONCE_BYTES} bytes of hex")
+    der = load_certificate(cert_pem).public_bytes(Encoding.DER)
+    signature = sign_challenge(key_pem, signed_bytes(nonce, worker_id))
+    return {"type": "identity_proof", "certificate": base64.b64encode(der).decode(),
+            "signature": base64.b64encode(signature).decode()}
+
+
 def is_hex(text: str) -> bool:
     return all(c in "0123456789abcdefABCDEF" for c in text)
 
@@ -81,5 +96,5 @@ def server_message(text: str | bytes) -> dict[str, Any]:
     return obj
 
 
-__all__ = ["MAX_MESSAGE", "Offer", "derived_punch_token", "offer_from_json", "is_hex",
-           "server_message"]
+__all__ = ["MAX_MESSAGE", "Offer", "derived_punch_token", "offer_from_json", "identity_proof",
+           "is_hex", "server_message"]

@@ -7,18 +7,20 @@ names the field; the limits live here, where they are enforced.
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 import re
 from typing import Any
 
 from messages.errors import DecodeError, FrameTooLarge
-from protocol.rendezvous.outbound import JsonValue, encode
+from protocol.rendezvous.outbound import JsonValue
 
 # One WebSocket text frame from a worker. The largest legitimate message is an echo request;
 # 8 KiB leaves room for its payload and refuses memory-hungry frames before json.loads runs.
 MAX_TEXT_FRAME_BYTES = 8192
-# An echo payload, measured as compact JSON. The response carries it twice (``payload`` and the
-# original's ``original_payload``), so 2 KiB keeps the response under MAX_TEXT_FRAME_BYTES too.
+# An echo payload, measured as compact JSON in UTF-8. The response carries it twice (``payload``
+# and the original's ``original_payload``), escaped to ASCII (at most 6 bytes a character): at
+# most ~25 KiB, well under what a worker accepts (64 KiB here, 1 MiB for websockets' default).
 MAX_ECHO_PAYLOAD_BYTES = 2048
 # Nesting of an echo payload: bounds our own walk over it (json itself refuses ~1000 levels).
 MAX_JSON_DEPTH = 16
@@ -90,7 +92,8 @@ def echo_payload(value: JsonValue) -> JsonValue:
             item = list(item.values())
         if isinstance(item, list):
             pending.extend((child, depth + 1) for child in item)
-    if len(encode(value).encode("utf-8", "surrogatepass")) > MAX_ECHO_PAYLOAD_BYTES:
+    compact = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    if len(compact.encode("utf-8", "surrogatepass")) > MAX_ECHO_PAYLOAD_BYTES:
         raise FrameTooLarge(f"field 'payload' is over {MAX_ECHO_PAYLOAD_BYTES} bytes as JSON")
     return value
 

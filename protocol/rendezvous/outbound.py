@@ -11,15 +11,16 @@ from typing import Any, TypeAlias
 
 JsonValue: TypeAlias = None | bool | int | float | str | list[Any] | dict[str, Any]
 
-# ``udp_endpoint_ack`` status values. The original service sent "success"; its workers only
-# log the value, so any string keeps them working.
-ACK_OK, ACK_ERROR = "ok", "error"
+# ``udp_endpoint_ack`` status values, the original service's.
+ACK_OK, ACK_ERROR = "success", "error"
 QUIC_ROLES = ("client", "server")
 
 
 def encode(message: JsonValue) -> str:
-    """Compact JSON text of an outbound message (bytes are counted as UTF-8 by the limits)."""
-    return json.dumps(message, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+    """Compact JSON text of an outbound message, ASCII only: every character outside ASCII is
+    escaped, so any string (even one holding a lone surrogate) becomes text a WebSocket can
+    carry, and what one worker sent can never make the frame to another unsendable."""
+    return json.dumps(message, separators=(",", ":"), allow_nan=False)
 
 
 def udp_endpoint_ack(udp_ip: str, udp_port: int) -> dict[str, Any]:

@@ -34,7 +34,7 @@ MAX_WORKERS = 1000
 class WorkerState(Enum):
     CONNECTED = "connected"  # WebSocket open, no UDP endpoint yet
     READY = "ready"  # WebSocket open and UDP endpoint known: may be paired
-    DEREGISTERED = "deregistered"  # the worker said goodbye; only its close may follow
+    DEREGISTERED = "deregistered"  # the worker said goodbye: the record is removed
 
 
 class WorkerEvent(Enum):
@@ -83,19 +83,24 @@ class WorkerRecord:
 
     def listing(self) -> dict[str, Any]:
         """One entry of ``/debug/list_workers``: the original's fields, then the new ones."""
-        return {
-            "websocket_observed_ip": self.observed_ip,
-            "websocket_observed_port": self.observed_port,
-            "http_reported_public_ip": self.reported_ip,
-            "stun_reported_udp_ip": self.udp_ip,
-            "stun_reported_udp_port": self.udp_port,
-            "websocket_connected": True,  # records exist only while the connection is open
-            "state": self.state.value, "cert_fingerprint": self.cert_fingerprint,
-            "connected_since": self.connected_since, "paired_peer": self.paired_peer,
-        }
+        return listing_entry(self.as_dict())
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self) | {"state": self.state.value}
+
+
+def listing_entry(record: dict[str, Any]) -> dict[str, Any]:
+    """A listing entry from a record's plain form (``WorkerRecord.as_dict``)."""
+    return {
+        "websocket_observed_ip": record["observed_ip"],
+        "websocket_observed_port": record["observed_port"],
+        "http_reported_public_ip": record["reported_ip"],
+        "stun_reported_udp_ip": record["udp_ip"],
+        "stun_reported_udp_port": record["udp_port"],
+        "websocket_connected": True,  # records exist only while the connection is open
+        "state": record["state"], "cert_fingerprint": record["cert_fingerprint"],
+        "connected_since": record["connected_since"], "paired_peer": record["paired_peer"],
+    }
 
 
 class WorkerRegistry:
@@ -139,7 +144,11 @@ class WorkerRegistry:
                            udp_port=udp_port, cert_fingerprint=cert_fingerprint)
 
     def deregister(self, worker_id: str, connection_id: int) -> WorkerRecord:
-        return self._apply(worker_id, connection_id, WorkerEvent.DEREGISTER)
+        """The worker said goodbye: its record leaves the registry at once, as in the
+        original (the connection may stay open; the edge refuses what it says next)."""
+        record = self._apply(worker_id, connection_id, WorkerEvent.DEREGISTER)
+        del self._records[worker_id]
+        return record
 
     def disconnect(self, worker_id: str, connection_id: int) -> WorkerRecord | None:
         """Forget the record if ``connection_id`` still holds it; None for a stale close."""
@@ -222,5 +231,6 @@ def _read_record(item: dict[str, Any]) -> WorkerRecord:
 
 __all__ = [
     "MAX_WORKERS", "WorkerState", "WorkerEvent", "TRANSITIONS", "next_state", "WorkerRecord",
+    "listing_entry",
     "WorkerRegistry",
 ]

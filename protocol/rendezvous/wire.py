@@ -35,6 +35,7 @@ from protocol.rendezvous.fields import (
     required_field,
     validate_worker_id,
 )
+from protocol.rendezvous.identity import MAX_CERTIFICATE_B64, MAX_SIGNATURE_B64, b64_field
 from protocol.rendezvous.outbound import (
     ACK_ERROR,
     ACK_OK,
@@ -107,13 +108,29 @@ class ConnectRequest:
             raise DecodeError(f"field 'peer_worker_id': {bad_id.reason}") from None
 
 
+@dataclass(frozen=True)
+class IdentityProof:
+    """New: the worker's certificate (DER) and its signature over the connection's challenge
+    (``protocol.rendezvous.identity``); only as the first message of a connection."""
+
+    TYPE: ClassVar[str] = "identity_proof"
+    certificate: bytes
+    signature: bytes
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> IdentityProof:
+        return cls(b64_field(obj.get("certificate"), "certificate", MAX_CERTIFICATE_B64),
+                   b64_field(obj.get("signature"), "signature", MAX_SIGNATURE_B64))
+
+
 ClientMessage: TypeAlias = (
     RegisterPublicIp | UpdateUdpEndpoint | ExplicitDeregister | EchoRequest | ConnectRequest
+    | IdentityProof
 )
 CLIENT_MESSAGES: dict[str, Any] = {
     cls.TYPE: cls
     for cls in (RegisterPublicIp, UpdateUdpEndpoint, ExplicitDeregister, EchoRequest,
-                ConnectRequest)
+                ConnectRequest, IdentityProof)
 }
 
 
@@ -134,7 +151,7 @@ def parse_client_message(text: str | bytes) -> ClientMessage:
 __all__ = [
     # inbound (worker -> service)
     "RegisterPublicIp", "UpdateUdpEndpoint", "ExplicitDeregister", "EchoRequest",
-    "ConnectRequest", "ClientMessage", "CLIENT_MESSAGES", "parse_client_message",
+    "ConnectRequest", "IdentityProof", "ClientMessage", "CLIENT_MESSAGES", "parse_client_message",
     # limits and field checks (protocol.rendezvous.fields)
     "MAX_TEXT_FRAME_BYTES", "MAX_ECHO_PAYLOAD_BYTES", "MAX_JSON_DEPTH", "MAX_WORKER_ID_CHARS",
     "WORKER_ID_PATTERN", "FINGERPRINT_PATTERN", "MIN_PORT", "MAX_PORT", "validate_worker_id",

@@ -34,11 +34,12 @@ class Demo:
             stdout=subprocess.PIPE, stderr=open(self.log, "w"), text=True,  # noqa: SIM115
             cwd=workdir)
         self.ui: dict[str, str] = {}
+        self.tokens: dict[str, str] = {}  # each UI's token, from the URL the demo printed
         self.rendezvous = ""
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            if m := re.match(r"worker (\w+) UI:\s+(\S+)", line):
-                self.ui[m[1]] = m[2].rstrip("/")
+            if m := re.match(r"worker (\w+) UI:\s+(\S+)/\?token=(\S+)", line):
+                self.ui[m[1]], self.tokens[m[1]] = m[2], m[3]
             elif m := re.match(r"rendezvous service: (\S+)/debug", line):
                 self.rendezvous = m[1]
             elif "demo running" in line:
@@ -48,7 +49,11 @@ class Demo:
         self.client = Client(self.rundir)
 
     def ws(self, name: str) -> str:
-        return self.ui[name].replace("http://", "ws://") + "/ui_ws"
+        return self.ui[name].replace("http://", "ws://") + f"/ui_ws?token={self.tokens[name]}"
+
+    def api(self, name: str, path: str) -> Any:
+        return httpx.get(self.ui[name] + path, timeout=5,
+                         headers={"Authorization": f"Bearer {self.tokens[name]}"}).json()
 
     def pid(self, path: str) -> int:
         return self.client.node("demo", path)["pid"]
@@ -119,7 +124,7 @@ def test_health_and_tree(demo: Demo) -> None:
     for name in ("alice", "bob"):
         health = httpx.get(demo.ui[name] + "/health", timeout=5).json()
         assert health["status"] == "ok" and health["worker_id"] == name
-        tree = httpx.get(demo.ui[name] + "/api/tree", timeout=5).json()
+        tree = demo.api(name, "/api/tree")
         paths = {n["path"]: n for n in tree}
         for child in ("udp", "stun", "quic", "rendezvous_client", "ui"):
             node = paths[f"demo/{name}/{child}"]

@@ -48,7 +48,7 @@ def pages(demo: Demo, browser: object) -> Iterator[dict[str, object]]:
     for name in ("alice", "bob"):
         page = browser.new_page(viewport={"width": 1280, "height": 800})  # type: ignore[attr-defined]
         page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(demo.ui[name] + "/")
+        page.goto(demo.ui[name] + f"/?token={demo.tokens[name]}")  # as the demo printed it
         opened[name] = page
     for page in opened.values():
         expect(page.locator("#badgeQuic")).to_have_text(re.compile("QUIC: up"), timeout=WAIT * 2)

@@ -26,6 +26,7 @@ from actors.client import Client
 from actors.worker.rendezvous_client import BACKOFF_CAP, reconnect_delay
 from messages.errors import DecodeError
 from messages.worker import StatusRequest, StunResult
+from protocol.certs import fingerprint, generate_self_signed
 from protocol.rendezvous.client_wire import (
     Offer,
     derived_punch_token,
@@ -299,12 +300,17 @@ def test_two_workers_are_paired_again_after_the_edge_restarts(
         tmp_path: Path, real_rendezvous: tuple[str, Client]) -> None:
     url, rdv = real_rendezvous
     workers: dict[str, tuple[Any, Client]] = {}
+    # Real keys: the service puts in offers only the fingerprints a worker proved.
+    identities = {name: generate_self_signed(name) for name in ("alice", "bob")}
+    alice_fp, bob_fp = (fingerprint(identities[n][0]) for n in ("alice", "bob"))
     try:
         for port, name in enumerate(("alice", "bob"), start=40000):
             (tmp_path / name).mkdir()
+            cert, key = identities[name]
             tree = start("rdv", tmp_path / name, {
                 "worker_id": name, "rendezvous_url": url, "token": "", "ip_echo_url": "",
-                "fingerprint": {"alice": FINGERPRINT, "bob": PEER_FINGERPRINT}[name]})
+                "fingerprint": fingerprint(cert), "cert_pem": cert.decode(),
+                "key_pem": key.decode()})
             workers[name] = tree, Client(tree.rundir)
             workers[name][1].tell("w/rendezvous_client", StunResult(True, "127.0.0.1", port,
                                                                     "x", ""))
@@ -316,8 +322,8 @@ def test_two_workers_are_paired_again_after_the_edge_restarts(
             "bob", 40001, "client")
         assert (first[1]["peer_id"], first[1]["port"], first[1]["quic_role"]) == (
             "alice", 40000, "server")
-        assert first[0]["peer_fingerprint"] == PEER_FINGERPRINT
-        assert first[1]["peer_fingerprint"] == FINGERPRINT
+        assert first[0]["peer_fingerprint"] == bob_fp
+        assert first[1]["peer_fingerprint"] == alice_fp
         assert first[0]["punch_token"] == first[1]["punch_token"]
         # The edge holds every connection: restarting it drops both; they come back by
         # themselves, register again and are paired again.

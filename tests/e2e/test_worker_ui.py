@@ -27,7 +27,7 @@ from messages.errors import DecodeError
 from messages.runtime import StopChild
 from messages.worker import PathStatus, StatusRequest, StunResult, TunnelStatus, UiEvent
 from tests.support.processes import ROOT, RunningTree, stop_tree, wait_until, within
-from tests.support.ui_tree import WORKER_ID, read_records
+from tests.support.ui_tree import UI_TOKEN, WORKER_ID, read_records
 
 
 class UiTree:
@@ -35,10 +35,12 @@ class UiTree:
         self.tree, self.port = tree, port
         self.workdir = str(tree.workdir)
         self.client = Client(tree.rundir)
-        self.http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=within(5))
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=within(5),
+                                 headers={"Authorization": f"Bearer {UI_TOKEN}"})
 
-    def ws(self) -> ClientConnection:
-        return connect(f"ws://127.0.0.1:{self.port}/ui_ws", open_timeout=within(5))
+    def ws(self, token: str | None = UI_TOKEN, **kw: Any) -> ClientConnection:
+        query = f"?token={token}" if token else ""
+        return connect(f"ws://127.0.0.1:{self.port}/ui_ws{query}", open_timeout=within(5), **kw)
 
     def records(self, name: str) -> list[dict[str, Any]]:
         """What sibling ``name`` received; a chat's ref (named by the ui actor) checked, then
@@ -328,7 +330,8 @@ def raw_slow_client(port: int) -> socket.socket:
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", port))
-    sock.sendall(b"GET /ui_ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+    sock.sendall(b"GET /ui_ws?token=" + UI_TOKEN.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 b"Upgrade: websocket\r\n"
                  b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                  b"Sec-WebSocket-Version: 13\r\n\r\n")
     sock.settimeout(within(5))

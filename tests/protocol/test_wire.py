@@ -126,7 +126,7 @@ def test_outbound_golden_text() -> None:
         '"punch_token":"00000000000000000000000000000000"}'
     )
     assert wire.encode(wire.udp_endpoint_ack("198.51.100.2", 40001)) == (
-        '{"type":"udp_endpoint_ack","status":"ok","udp_ip":"198.51.100.2","udp_port":40001}')
+        '{"type":"udp_endpoint_ack","status":"success","udp_ip":"198.51.100.2","udp_port":40001}')
     assert wire.encode(wire.udp_endpoint_refused("bad port")) == (
         '{"type":"udp_endpoint_ack","status":"error","detail":"bad port"}')
     assert wire.encode(wire.peer_disconnected("w-a", "disconnected")) == (

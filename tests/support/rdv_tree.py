@@ -1,6 +1,7 @@
 """The rendezvous tree run as a real root process for the tests:
 
     python tests/support/rdv_tree.py WORKDIR [--token T] [--max-workers N] [--trusted-proxy ADDR]...
+        [--admin-token T] [--no-unproven] [--tune NAME=VALUE]...
 
 binds the HTTP and STUN ports on 127.0.0.1 (port 0: the kernel picks) and prints
 ``READY <http_port> <stun_port>`` once every actor is up. The run directory is WORKDIR/run.
@@ -37,6 +38,7 @@ class Rendezvous:
     http_port: int
     stun_port: int
     workdir: Path
+    token: str | None = None  # presented to /debug/list_workers
 
     @property
     def rundir(self) -> str:
@@ -52,7 +54,8 @@ class Rendezvous:
             return json.loads(response.read())
 
     async def workers(self) -> dict[str, Any]:
-        return (await asyncio.to_thread(self.get, "/debug/list_workers"))["workers"]
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return (await asyncio.to_thread(self.get, "/debug/list_workers", headers))["workers"]
 
 
 def start_rendezvous(workdir: Path, *flags: str) -> Rendezvous:
@@ -65,7 +68,8 @@ def start_rendezvous(workdir: Path, *flags: str) -> Rendezvous:
         proc.kill()
         log_text = (workdir / "rendezvous.log").read_text()
         raise AssertionError(f"rendezvous did not start: {log_text[-2000:]}")
-    return Rendezvous(proc, int(line[1]), int(line[2]), workdir)
+    token = flags[flags.index("--token") + 1] if "--token" in flags else None
+    return Rendezvous(proc, int(line[1]), int(line[2]), workdir, token)
 
 
 def stop_rendezvous(rdv: Rendezvous) -> None:
@@ -123,12 +127,32 @@ class Worker:
     async def close(self) -> None:
         await asyncio.wait_for(self.ws.close(), STEP)
 
+    async def prove(self, identity: tuple[bytes, bytes], worker_id: str | None = None) -> None:
+        """Answer the handshake's identity challenge with ``identity`` (cert, key PEM)."""
+        from protocol.rendezvous.client_wire import identity_proof
+        from protocol.rendezvous.identity import CHALLENGE_HEADER
 
-async def connect(rdv: Rendezvous, worker_id: str, query: str = "", **kw: Any) -> Worker:
+        nonce = self.ws.response.headers[CHALLENGE_HEADER]
+        await self.send(identity_proof(worker_id or self.worker_id, nonce, *identity))
+
+
+def new_identity() -> tuple[bytes, bytes]:
+    """A fresh certificate and key, PEM: a worker's identity."""
+    from protocol.certs import generate_self_signed
+
+    return generate_self_signed("test-worker")
+
+
+async def connect(rdv: Rendezvous, worker_id: str, query: str = "",
+                  identity: tuple[bytes, bytes] | None = None, **kw: Any) -> Worker:
+    """A connected worker; with ``identity`` it proves it first and waits for the answer."""
     from websockets.asyncio.client import connect as ws_connect
 
     ws = await asyncio.wait_for(ws_connect(rdv.url(worker_id, query), **kw), STEP)
     OPENED.append(worker := Worker(worker_id, ws))
+    if identity is not None:
+        await worker.prove(identity)
+        await worker.expect("identity_accepted")
     return worker
 
 
@@ -164,8 +188,15 @@ if __name__ == "__main__":
     parser.add_argument("--token")
     parser.add_argument("--max-workers", type=int, default=1000)
     parser.add_argument("--trusted-proxy", action="append", default=[])
+    parser.add_argument("--admin-token")
+    parser.add_argument("--no-unproven", action="store_true")
+    parser.add_argument("--tune", action="append", default=[],
+                        help="NAME=SECONDS: identity_grace, identity_window, header_timeout, "
+                             "per_address")
     args = parser.parse_args()
+    tuning = {name: float(value) for name, value in (item.split("=") for item in args.tune)}
     spec = rendezvous_spec("127.0.0.1", 0, 0, token=args.token, max_workers=args.max_workers,
-                           trusted_proxies=args.trusted_proxy)
+                           trusted_proxies=args.trusted_proxy, admin_token=args.admin_token,
+                           allow_unproven=not args.no_unproven, **tuning)
     sys.exit(run_root(spec, rundir=os.path.join(args.workdir, "run"), preload=PRELOAD,
                       on_ready=announce))

@@ -21,6 +21,7 @@ from actors import Actor, ChildSpec, SocketSpec, SupervisorSpec, run_root  # noq
 from messages.worker import StatusRequest  # noqa: E402
 
 WORKER_ID = "ui-test-worker-0001"
+UI_TOKEN = "ui-test-token-0123456789"
 
 
 class Recorder(Actor):
@@ -54,7 +55,8 @@ def spec(workdir: str) -> SupervisorSpec:
         return ChildSpec(name, "ui_tree:Recorder",
                          config={"record_to": os.path.join(workdir, f"{name}.rec")})
 
-    ui = ChildSpec("ui", "actors.worker.ui:UiActor", config={"worker_id": WORKER_ID},
+    ui = ChildSpec("ui", "actors.worker.ui:UiActor",
+                   config={"worker_id": WORKER_ID, "ui_token": UI_TOKEN},
                    sockets={"http": SocketSpec("tcp", "127.0.0.1", 0)})
     return SupervisorSpec("worker", (recorder("udp"), recorder("stun"), recorder("quic"), ui),
                           preload=("starlette.applications", "uvicorn"))
