@@ -54,8 +54,8 @@ class DemoTrees:
         self.ui: dict[str, str] = {}
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            if m := re.match(r"worker (\w+) UI:\s+(\S+)", line):
-                self.ui[m[1]] = m[2].rstrip("/").replace("http://", "ws://") + "/ui_ws"
+            if m := re.match(r"worker (\w+) UI:\s+(\S+)/\?token=(\S+)", line):
+                self.ui[m[1]] = m[2].replace("http://", "ws://") + f"/ui_ws?token={m[3]}"
             elif "demo running" in line:
                 break
 
