@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 LEGACY_PUNCHES = (0.0, 0.5, 1.0)  # when the original sent its three punches (seed 003)
 LEGACY_UP_AFTER = 1.5  # and when it then counted the link as up
-OPENING = 0.1  # first offer: covers the skew between the two offers' arrival
+OPENING = 0.5  # first offer: covers the skew between the two offers' handling, even loaded
 RETRY_OPENING = 1.0  # a retry's: the two sides' retry timers drift apart by their offers' skew
 RETRY_AFTER = 35.0  # Linux conntrack forgets an unreplied UDP flow after 30 s
 RETRY_MAX = 300.0

@@ -121,8 +121,6 @@ def running(labs: dict[str, Case], name: str) -> Case:
     return case
 
 
-def tunnel_up_or_punch_failed(e: observe.Event) -> bool:
-    return observe.tunnel_up(e) or observe.punch_failed(e)
 
 
 def params(cases: list[Case], bug: str = "") -> list[object]:
@@ -169,11 +167,10 @@ async def chat_both_ways(case: Case) -> None:
 @pytest.mark.parametrize("name", params([c for c in CASES if c.direct and c.matrix]))
 def test_tunnel_up_and_chat_both_ways(labs: dict[str, Case], name: str) -> None:
     case = running(labs, name)
-    for worker, recorder in case.recorders.items():
-        _, event = recorder.wait(tunnel_up_or_punch_failed, within(START + TUNNEL),
-                                 "tunnel up or failed punch")
-        assert observe.tunnel_up(event), f"{worker}: {observe.describe(event)}; logs in " \
-                                         f"{case.lab.workdir if case.lab else '?'}"
+    for recorder in case.recorders.values():
+        # Normally at the first try; on a machine loaded enough to skew the two sides' opening
+        # beyond its 500 ms, the retry after 35 s of silence brings it up: direct either way.
+        recorder.wait(observe.tunnel_up, within(START + TUNNEL + RETRY), "tunnel up")
     asyncio.run(chat_both_ways(case))
 
 
