@@ -37,11 +37,11 @@ from actors.actor import Actor
 from actors.worker.download import DownloadError, download, feed, to_file
 from actors.worker.driver import (
     CoreDriver,
-    batches,
     clock,
     load_state,
     remove_state,
     save_state,
+    send_through_udp,
     state_file,
 )
 from actors.worker.settings import BenchmarkSettings
@@ -248,13 +248,7 @@ class BenchmarkActor(Actor):
         self.receiving.after_input()
 
     def send_datagrams(self, datagrams: list[tuple[bytes, Address]]) -> None:
-        by_addr: dict[Address, list[bytes]] = {}
-        for data, addr in datagrams:
-            by_addr.setdefault(addr, []).append(data)
-        udp = self.ctx.ref("udp")
-        for (host, port), payloads in by_addr.items():
-            for batch in batches(payloads):
-                udp.tell(UdpSend(host, port, batch))
+        send_through_udp(self.ctx.ref("udp"), datagrams)
 
     def on_receiver_event(self, event: Any) -> None:
         if isinstance(event, SessionStarted):

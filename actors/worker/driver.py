@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import msgpack
 
+from messages.worker import UdpSend
 from protocol.stun import Address
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,17 @@ def batches(payloads: list[bytes]) -> list[list[bytes]]:
         out[-1].append(payload)
         size += len(payload)
     return out
+
+
+def send_through_udp(udp: Any, datagrams: list[tuple[bytes, Address]]) -> None:
+    """Datagrams for the udp actor (``udp``, its Ref) to send: one ``UdpSend`` per destination
+    and batch, so the mailbox hop carries them in as few messages as fit."""
+    by_addr: dict[Address, list[bytes]] = {}
+    for data, addr in datagrams:
+        by_addr.setdefault(addr, []).append(data)
+    for (host, port), payloads in by_addr.items():
+        for batch in batches(payloads):
+            udp.tell(UdpSend(host, port, batch))
 
 
 class Core(Protocol):

@@ -22,11 +22,11 @@ from typing import Any, cast
 from actors.actor import Actor
 from actors.worker.driver import (
     CoreDriver,
-    batches,
     clock,
     load_state,
     plain,
     save_state,
+    send_through_udp,
     state_file,
 )
 from actors.worker.settings import TunnelSettings
@@ -44,7 +44,6 @@ from messages.worker import (
     StatusRequest,
     TunnelStatus,
     UdpReceived,
-    UdpSend,
     UiEvent,
 )
 from protocol.benchmark.stream import STREAM_MAGIC
@@ -247,13 +246,7 @@ class QuicActor(Actor):
     # -- the session's output ----------------------------------------------------------------
 
     def send(self, datagrams: list[tuple[bytes, Address]]) -> None:
-        by_addr: dict[Address, list[bytes]] = {}
-        for data, addr in datagrams:
-            by_addr.setdefault(addr, []).append(data)
-        udp = self.ctx.ref("udp")
-        for (host, port), payloads in by_addr.items():
-            for batch in batches(payloads):
-                udp.tell(UdpSend(host, port, batch))
+        send_through_udp(self.ctx.ref("udp"), datagrams)
         if self.bench:
             self.bench_progress()
 

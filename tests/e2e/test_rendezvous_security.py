@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 
 from protocol.certs import fingerprint
-from tests.support.processes import within
+from tests.support.processes import wait_until, within
 from tests.support.rdv_tree import (
     Rendezvous,
     Worker,
@@ -251,14 +251,15 @@ def test_one_address_cannot_hold_more_than_its_share(rdv: Rendezvous) -> None:
     finally:
         for sock in socks:
             sock.close()
-    deadline = time.monotonic() + within(10)
-    while time.monotonic() < deadline:  # the slots come back as the service sees the closes
-        try:
-            assert json.loads(_get(rdv, "/health"))["status"] == "ok"
-            return
-        except (urllib.error.URLError, ConnectionError):
-            time.sleep(0.05)
-    raise AssertionError("the address never got its slots back")
+    # The slots come back as the service sees the closes.
+    wait_until(lambda: _healthy(rdv), 10, "the address to get its slots back")
+
+
+def _healthy(rdv: Rendezvous) -> bool:
+    try:
+        return json.loads(_get(rdv, "/health"))["status"] == "ok"
+    except (urllib.error.URLError, ConnectionError):
+        return False
 
 
 JSON = st.recursive(
